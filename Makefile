@@ -1,0 +1,43 @@
+# keyhealth: every command a developer or CI needs. `make test` is the test command.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/shared/requirements.txt | cksum | cut -d' ' -f1)
+export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/shared
+
+.PHONY: help venv test unit lint format run clean
+
+help:
+	@echo "make test    install into $(VENV) and run lint + the whole suite"
+	@echo "make run     start the exchange simulators and check the demo keys"
+	@echo "make lint    ruff check + ruff format --check"
+	@echo "make format  ruff format + ruff check --fix"
+
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+run: venv
+	$(BIN)/python -m simulators.demo
+
+clean:
+	rm -rf $(VENV) .aws-sam build .pytest_cache .ruff_cache

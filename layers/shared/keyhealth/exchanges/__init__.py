@@ -1,0 +1,1 @@
+"""Exchange adapters: one module per exchange, sharing `base`."""
