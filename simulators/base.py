@@ -223,3 +223,22 @@ class SimulatorServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class DemoKey:
+    """A seeded key with what keyhealth should say about it (used by `make run` and tests).
+
+    Plain strings on purpose: the simulators share no code with keyhealth, so that they
+    check its adapters independently.
+    """
+
+    exchange: str
+    label: str
+    api_key: str
+    api_secret: str
+    scopes: tuple[str, ...]
+    expected_status: str
+    expected_codes: tuple[str, ...]
+    passphrase: str | None = None
+    key_type: str = "hmac"
