@@ -1,0 +1,100 @@
+"""Configuration, read once from the environment (contract section 4).
+
+A wrong value fails at start with a message naming the variable, never deep in a request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from keyhealth.model import Exchange
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "BINANCE_BASE_URL": "https://api.binance.com",
+    "BINANCE_FUTURES_BASE_URL": "https://fapi.binance.com",
+    "BITGET_BASE_URL": "https://api.bitget.com",
+    "BINGX_BASE_URL": "https://open-api.bingx.com",
+}
+
+
+class ConfigError(ValueError):
+    """The environment is wrong; the message names the variable and what it should be."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str = ""
+    secret_prefix: str = "keyhealth/"
+    alert_topic_arn: str = ""
+    audit_queue_url: str = ""
+    egress_ips: tuple[str, ...] = ()
+    binance_base_url: str = DEFAULT_BASE_URLS["BINANCE_BASE_URL"]
+    binance_futures_base_url: str = DEFAULT_BASE_URLS["BINANCE_FUTURES_BASE_URL"]
+    bitget_base_url: str = DEFAULT_BASE_URLS["BITGET_BASE_URL"]
+    bingx_base_url: str = DEFAULT_BASE_URLS["BINGX_BASE_URL"]
+    audit_budget_share: float = 0.5
+    # Local stack only: the loopback address outbound exchange calls leave from.
+    egress_source_address: str | None = None
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0
+
+    def base_url(self, exchange: Exchange) -> str:
+        return {
+            Exchange.BINANCE: self.binance_base_url,
+            Exchange.BITGET: self.bitget_base_url,
+            Exchange.BINGX: self.bingx_base_url,
+        }[exchange]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def text(name: str, default: str = "") -> str:
+            return env.get(name, default).strip()
+
+        def number(name: str, default: float, low: float, high: float) -> float:
+            raw = text(name)
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+            return value
+
+        egress = tuple(ip.strip() for ip in text("EGRESS_IPS").split(",") if ip.strip())
+        for ip in egress:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ConfigError(f"EGRESS_IPS must be comma-separated IP addresses, got {ip!r}") from None
+        urls = {}
+        for name, default in DEFAULT_BASE_URLS.items():
+            url = text(name) or default
+            if not url.startswith(("https://", "http://")):
+                raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+            urls[name.lower()] = url.rstrip("/")
+        return cls(
+            table_name=text("TABLE_NAME"),
+            secret_prefix=text("SECRET_PREFIX", "keyhealth/") or "keyhealth/",
+            alert_topic_arn=text("ALERT_TOPIC_ARN"),
+            audit_queue_url=text("AUDIT_QUEUE_URL"),
+            egress_ips=egress,
+            audit_budget_share=number("AUDIT_BUDGET_SHARE", 0.5, 0.01, 1.0),
+            egress_source_address=text("KEYHEALTH_EGRESS_SOURCE") or None,
+            connect_timeout=number("EXCHANGE_CONNECT_TIMEOUT", 3.0, 0.1, 30.0),
+            read_timeout=number("EXCHANGE_READ_TIMEOUT", 5.0, 0.1, 60.0),
+            **urls,
+        )
+
+
+@cache
+def settings() -> Settings:
+    """The process's settings, read on first use (Lambda: at cold start)."""
+    return Settings.from_env()

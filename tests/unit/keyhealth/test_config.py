@@ -1,0 +1,48 @@
+"""Settings come from the environment once and fail loudly when wrong."""
+
+import pytest
+
+from keyhealth.config import ConfigError, Settings
+from keyhealth.model import Exchange
+
+
+def test_defaults_point_at_the_real_exchanges():
+    settings = Settings.from_env({})
+    assert settings.base_url(Exchange.BINANCE) == "https://api.binance.com"
+    assert settings.binance_futures_base_url == "https://fapi.binance.com"
+    assert settings.base_url(Exchange.BITGET) == "https://api.bitget.com"
+    assert settings.base_url(Exchange.BINGX) == "https://open-api.bingx.com"
+    assert settings.secret_prefix == "keyhealth/"
+    assert settings.audit_budget_share == 0.5
+    assert settings.egress_ips == ()
+
+
+def test_environment_overrides_are_parsed():
+    settings = Settings.from_env(
+        {
+            "EGRESS_IPS": " 203.0.113.10, 203.0.113.11 ",
+            "BINGX_BASE_URL": "http://127.0.0.1:9000/",
+            "AUDIT_BUDGET_SHARE": "0.8",
+            "TABLE_NAME": "bindings",
+            "KEYHEALTH_EGRESS_SOURCE": "127.0.0.2",
+        }
+    )
+    assert settings.egress_ips == ("203.0.113.10", "203.0.113.11")
+    assert settings.bingx_base_url == "http://127.0.0.1:9000"
+    assert settings.audit_budget_share == 0.8
+    assert settings.table_name == "bindings"
+    assert settings.egress_source_address == "127.0.0.2"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EGRESS_IPS": "203.0.113.10,nat-gateway"}, "EGRESS_IPS"),
+        ({"AUDIT_BUDGET_SHARE": "half"}, "AUDIT_BUDGET_SHARE"),
+        ({"AUDIT_BUDGET_SHARE": "1.5"}, "AUDIT_BUDGET_SHARE"),
+        ({"BITGET_BASE_URL": "api.bitget.com"}, "BITGET_BASE_URL"),
+    ],
+)
+def test_wrong_values_name_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env)
