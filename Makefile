@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/shared/requirements.txt | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/shared
 
-.PHONY: help venv test unit lint format run clean
+.PHONY: help venv test unit lint format run clean docs
 
 help:
 	@echo "make test    install into $(VENV) and run lint + the whole suite"
@@ -37,7 +37,10 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit
 
 run: venv
-	$(BIN)/python -m simulators.demo
+	$(BIN)/python -m local.demo_checks
 
 clean:
 	rm -rf $(VENV) .aws-sam build .pytest_cache .ruff_cache
+
+docs: venv
+	$(BIN)/python scripts/finding_docs.py README.md

@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     table_name: str = ""
-    secret_prefix: str = "keyhealth/"
+    secret_prefix: str = "keyhealth/"  # noqa: S105 - a name prefix, not a secret
     alert_topic_arn: str = ""
     audit_queue_url: str = ""
     egress_ips: tuple[str, ...] = ()
