@@ -1,0 +1,400 @@
+"""Binance: how keyhealth checks a key (facts: /work/shared/exchanges.md section 1 and 5.1).
+
+One signed `GET /sapi/v1/account/apiRestrictions` (weight 1 per IP) says what the key may
+do. Futures are confirmed on `GET {futures}/fapi/v1/accountConfig` (weight 5) because a key
+created before the futures account was opened reports nothing useful on /sapi yet is
+refused on /fapi. `GET /api/v3/account` (weight 20) gives the account's `uid`, only when
+the caller asks to identify the account.
+
+Binance answers -2015 "Invalid API-key, IP, or permissions for action." for an unknown
+key, a non-whitelisted IP and a missing permission alike (section 1.3), and never reveals
+a key's IP list: the report says what could be the cause and leaves `ip_whitelist` None.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from keyhealth.credentials import Credentials, KeyType
+from keyhealth.exchanges.base import (
+    CheckAborted,
+    ExchangeAdapter,
+    ExchangeError,
+    ReportDraft,
+    retry_after_seconds,
+)
+from keyhealth.model import Exchange, FindingCode, Permissions, Scope
+
+PRODUCTION_BASE_URL = "https://api.binance.com"
+PRODUCTION_FUTURES_BASE_URL = "https://fapi.binance.com"
+
+API_RESTRICTIONS_PATH = "/sapi/v1/account/apiRestrictions"
+ACCOUNT_PATH = "/api/v3/account"
+FUTURES_ACCOUNT_CONFIG_PATH = "/fapi/v1/accountConfig"
+SERVER_TIME_PATH = "/api/v3/time"
+
+# --------------------------------------------------------------------------- rate budget
+# exchanges.md 1.4: the /api, /sapi and /fapi budgets are separate; every /sapi endpoint
+# limited by IP has its own 12,000 per minute. Pools are named `api`, `sapi:<path>`, `fapi`.
+#: (weight, seconds) each egress IP may spend per pool.
+IP_LIMITS: dict[str, tuple[int, int]] = {
+    "api": (6000, 60),
+    f"sapi:{API_RESTRICTIONS_PATH}": (12000, 60),
+    "fapi": (2400, 60),
+}
+#: Per-UID limits: /sapi endpoints limited by UID get 180,000 per minute each, but none of the
+#: endpoints a check calls is UID-limited (apiRestrictions is Weight(IP) 1), so a check costs 0 here.
+UID_LIMITS: dict[str, tuple[int, int]] = {"sapi_uid_endpoint": (180000, 60)}
+#: Weight per pool of every check (apiRestrictions: 1).
+CHECK_COST: dict[str, int] = {f"sapi:{API_RESTRICTIONS_PATH}": 1}
+#: Added when the futures scope is requested and the key reports futures enabled (accountConfig: 5).
+FUTURES_CHECK_COST: dict[str, int] = {"fapi": 5}
+#: Added with `identify_account=True` (/api/v3/account: 20).
+IDENTIFY_COST: dict[str, int] = {"api": 20}
+#: Added when a timestamp error makes us read the exchange clock (/api/v3/time: 1).
+RESYNC_COST: dict[str, int] = {"api": 1}
+
+
+def check_cost(scopes: Sequence[Scope] | frozenset[Scope], identify_account: bool = False) -> dict[str, int]:
+    """The most a check can spend per pool on one egress IP (clock resync excluded)."""
+    cost = dict(CHECK_COST)
+    for extra in ((FUTURES_CHECK_COST,) if Scope.FUTURES in scopes else ()) + (
+        (IDENTIFY_COST,) if identify_account else ()
+    ):
+        for pool, weight in extra.items():
+            cost[pool] = cost.get(pool, 0) + weight
+    return cost
+
+
+# --------------------------------------------------------------------------- error table
+#: Binance error code (whatever the HTTP status) -> finding. exchanges.md 1.3.
+ERROR_TABLE: dict[int, FindingCode] = {
+    -2014: FindingCode.INVALID_API_KEY,  # "API-key format invalid."
+    -2008: FindingCode.INVALID_API_KEY,  # "Invalid Api-Key ID" (undocumented, ccxt)
+    -2015: FindingCode.KEY_REJECTED,  # unknown key, IP not whitelisted, or missing permission: one code
+    -1022: FindingCode.INVALID_SECRET,  # "Signature for this request is not valid."
+    -1021: FindingCode.CLOCK_SKEW,  # outside recvWindow or 1000 ms ahead; base resyncs and retries once
+    -2017: FindingCode.ACCOUNT_RESTRICTED,  # "API Keys are locked on this account."
+    -1002: FindingCode.KEY_REJECTED,  # "You are not authorized to execute this request."
+    -1099: FindingCode.KEY_REJECTED,  # "Not found, authenticated, or authorized" (sapi)
+    -1003: FindingCode.RATE_LIMITED,  # "Too much request weight used ..." (normally with HTTP 429/418)
+    1: FindingCode.EXCHANGE_UNAVAILABLE,  # {"code":1,"msg":"System is under maintenance."}
+    -1001: FindingCode.EXCHANGE_UNAVAILABLE,  # internal error
+    -1007: FindingCode.EXCHANGE_UNAVAILABLE,  # backend timeout: status unknown
+    -1008: FindingCode.EXCHANGE_UNAVAILABLE,  # server overloaded
+}
+#: HTTP statuses whose body carries no Binance code. 418/429/451/5xx are handled in base.
+HTTP_STATUS_TABLE: dict[int, FindingCode] = {
+    403: FindingCode.EGRESS_BLOCKED,  # WAF block (rest-api.md): our egress IP, not the key
+}
+# On apiRestrictions an existing key can always read, so -2015 there cannot mean a missing
+# permission: the key is unknown or the egress IP is not on its list.
+_REJECTED_ON_RESTRICTIONS = (FindingCode.INVALID_API_KEY, FindingCode.IP_NOT_WHITELISTED)
+
+EXPIRY_WARNING = timedelta(days=14)
+
+_FUTURES_DISABLED = (
+    "Binance reports 'Enable Futures' off; keys created before the futures account was opened "
+    "cannot use futures and must be recreated."
+)
+_FUTURES_REFUSED = (
+    "Binance's futures API refuses this key: the futures account is not opened, or the key was "
+    "created before it was (such keys must be recreated), or futures are not enabled on the key."
+)
+_FUTURES_CANNOT_TRADE = "Binance reports trading disabled on the futures account (canTrade false)."
+
+
+# --------------------------------------------------------------------------- signing
+class SigningKeyError(ValueError):
+    """The private key cannot be used for the key type. Never carries the key itself."""
+
+
+def hmac_signature(secret: str, payload: str) -> str:
+    """HMAC keys: lowercase hex of HMAC-SHA256(secret, payload) (exchanges.md 1.2)."""
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _load_private_key(pem: str) -> Any:
+    try:
+        return serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # cryptography's message may quote the input; say only what went wrong.
+        raise SigningKeyError("the private key is not an unencrypted PKCS#8 PEM key") from None
+
+
+def ed25519_signature(private_key_pem: str, payload: bytes) -> str:
+    """Ed25519 keys: base64 of the Ed25519 signature of the payload bytes (not yet URL-encoded)."""
+    key = _load_private_key(private_key_pem)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningKeyError("the private key is not an Ed25519 key")
+    return base64.b64encode(key.sign(payload)).decode()
+
+
+def rsa_signature(private_key_pem: str, payload: bytes) -> str:
+    """RSA keys: base64 of RSASSA-PKCS1-v1_5 with SHA-256 over the payload (not yet URL-encoded)."""
+    key = _load_private_key(private_key_pem)
+    if not isinstance(key, RSAPrivateKey):
+        raise SigningKeyError("the private key is not an RSA key")
+    return base64.b64encode(key.sign(payload, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def make_signer(credentials: Credentials) -> Callable[[str], str]:
+    """A function payload -> the `signature` parameter as it goes into the URL.
+
+    The private key is parsed once per check, not per request. Asymmetric signatures are
+    base64, which must be percent-encoded in a query string (`+`, `/`, `=`).
+    """
+    secret = credentials.api_secret.reveal()
+    if credentials.key_type is KeyType.HMAC:
+        return lambda payload: hmac_signature(secret, payload)
+    key = _load_private_key(secret)
+    if credentials.key_type is KeyType.ED25519:
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SigningKeyError("the private key is not an Ed25519 key")
+        return lambda payload: quote(base64.b64encode(key.sign(payload.encode())).decode(), safe="")
+    if not isinstance(key, RSAPrivateKey):
+        raise SigningKeyError("the private key is not an RSA key")
+    return lambda payload: quote(
+        base64.b64encode(key.sign(payload.encode(), padding.PKCS1v15(), hashes.SHA256())).decode(), safe=""
+    )
+
+
+def sign(credentials: Credentials, payload: str) -> str:
+    """The `signature` parameter for `payload` (query string, then body, no separator)."""
+    return make_signer(credentials)(payload)
+
+
+# --------------------------------------------------------------------------- parsing
+def _flag(payload: dict[str, Any], name: str) -> bool | None:
+    value = payload.get(name)
+    return value if isinstance(value, bool) else None
+
+
+def _any_of(*flags: bool | None) -> bool | None:
+    """True if any is True; False only if every one is known and False."""
+    if any(flag is True for flag in flags):
+        return True
+    if any(flag is None for flag in flags):
+        return None
+    return False
+
+
+def parse_permissions(restrictions: dict[str, Any]) -> Permissions:
+    """apiRestrictions -> Permissions. Every field is optional (exchanges.md 1.1): missing is None."""
+    return Permissions(
+        read=_flag(restrictions, "enableReading"),
+        spot=_flag(restrictions, "enableSpotAndMarginTrading"),
+        futures=_flag(restrictions, "enableFutures"),
+        margin=_flag(restrictions, "enableMargin"),
+        withdraw=_flag(restrictions, "enableWithdrawals"),
+        transfer=_any_of(
+            _flag(restrictions, "enableInternalTransfer"),
+            _flag(restrictions, "permitsUniversalTransfer"),
+        ),
+    )
+
+
+def parse_trading_expiry(restrictions: dict[str, Any]) -> datetime | None:
+    """`tradingAuthorityExpirationTime` (ms), absent when the trading permission does not lapse."""
+    value = restrictions.get("tradingAuthorityExpirationTime")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+# --------------------------------------------------------------------------- adapter
+class BinanceAdapter(ExchangeAdapter):
+    exchange = Exchange.BINANCE
+
+    def __init__(
+        self,
+        *,
+        client: httpx.Client,
+        base_url: str = PRODUCTION_BASE_URL,
+        egress_ips: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        recv_window_ms: int = 5000,
+        futures_base_url: str | None = None,
+    ) -> None:
+        super().__init__(
+            client=client,
+            base_url=base_url,
+            egress_ips=egress_ips,
+            clock=clock,
+            recv_window_ms=recv_window_ms,
+        )
+        self.futures_base_url = (futures_base_url or base_url).rstrip("/")
+
+    # ------------------------------------------------------------------ the check
+    def _inspect(
+        self,
+        credentials: Credentials,
+        scopes: frozenset[Scope],
+        draft: ReportDraft,
+        identify_account: bool,
+    ) -> None:
+        signer = self._signer_or_abort(credentials)
+        try:
+            restrictions = self._signed_get(credentials, signer, self.base_url, API_RESTRICTIONS_PATH)
+        except ExchangeError as error:
+            raise self._abort_for(error, candidates=_REJECTED_ON_RESTRICTIONS) from None
+        if not isinstance(restrictions, dict):
+            raise self._abort(FindingCode.EXCHANGE_UNAVAILABLE, detail="Binance answered with an unexpected body.")
+
+        draft.permissions = parse_permissions(restrictions)
+        draft.ip_restricted = _flag(restrictions, "ipRestrict")
+        draft.ip_whitelist = None  # Binance does not reveal the list
+        draft.trading_expires_at = parse_trading_expiry(restrictions)
+
+        skip = {Scope.FUTURES}  # judged below, with the futures API's own answer
+        trading_expired = self._assess_trading_expiry(scopes, draft)
+        if trading_expired:
+            skip.add(Scope.SPOT)
+        draft.assess_common(scopes, skip_scopes=skip)
+
+        if Scope.FUTURES in scopes:
+            self._assess_futures(credentials, signer, draft)
+        if identify_account:
+            self._identify(credentials, signer, draft)
+
+    def _assess_trading_expiry(self, scopes: frozenset[Scope], draft: ReportDraft) -> bool:
+        """Unrestricted keys lose 'Enable Spot & Margin Trading' after 30 days (exchanges.md 1.5).
+
+        The expiry only concerns spot and margin trading, so it matters only when spot is
+        requested. Returns whether the permission has lapsed.
+        """
+        expires_at = draft.trading_expires_at
+        if expires_at is None or Scope.SPOT not in scopes:
+            return False
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        if expires_at <= now:
+            draft.add(FindingCode.TRADING_PERMISSION_EXPIRED, expires_at=expires_at)
+            return True
+        if expires_at - now <= EXPIRY_WARNING and draft.permissions.spot is not False:
+            draft.add(FindingCode.TRADING_PERMISSION_EXPIRING, expires_at=expires_at)
+        return False
+
+    def _assess_futures(self, credentials: Credentials, signer: Callable[[str], str], draft: ReportDraft) -> None:
+        if draft.permissions.futures is False:
+            draft.add(FindingCode.SCOPE_NOT_PERMITTED, scopes=["futures"], detail=_FUTURES_DISABLED)
+            return
+        # enableFutures true (or absent) does not prove the key works on /fapi: confirm there.
+        try:
+            config = self._signed_get(credentials, signer, self.futures_base_url, FUTURES_ACCOUNT_CONFIG_PATH)
+        except ExchangeError as error:
+            if error.code is FindingCode.KEY_REJECTED:
+                # /sapi just accepted this key from this IP, so -2015 here is about futures.
+                draft.permissions = replace(draft.permissions, futures=False)
+                draft.add(
+                    FindingCode.SCOPE_NOT_PERMITTED,
+                    scopes=["futures"],
+                    detail=_FUTURES_REFUSED,
+                    exchange_code=error.exchange_code,
+                    exchange_message=error.exchange_message,
+                )
+                return
+            raise self._abort_for(error) from None
+        if isinstance(config, dict) and config.get("canTrade") is False:
+            draft.add(FindingCode.ACCOUNT_RESTRICTED, detail=_FUTURES_CANNOT_TRADE)
+
+    def _identify(self, credentials: Credentials, signer: Callable[[str], str], draft: ReportDraft) -> None:
+        try:
+            account = self._signed_get(
+                credentials, signer, self.base_url, ACCOUNT_PATH, params=[("omitZeroBalances", "true")]
+            )
+        except ExchangeError as error:
+            raise self._abort_for(error, candidates=(FindingCode.SCOPE_NOT_PERMITTED,)) from None
+        uid = account.get("uid") if isinstance(account, dict) else None
+        if isinstance(uid, int | str) and not isinstance(uid, bool):
+            draft.account_id = str(uid)
+
+    # ------------------------------------------------------------------ requests
+    def _signer_or_abort(self, credentials: Credentials) -> Callable[[str], str]:
+        # An HTTP header cannot carry such a key, and Binance keys are 64 alphanumerics.
+        if not credentials.api_key or not credentials.api_key.isascii() or not credentials.api_key.isprintable():
+            raise self._abort(FindingCode.INVALID_API_KEY, detail="The key contains characters no Binance key has.")
+        try:
+            return make_signer(credentials)
+        except SigningKeyError as error:
+            raise self._abort(FindingCode.INVALID_SECRET, detail=f"The private key cannot be used: {error}.") from None
+
+    def _signed_get(
+        self,
+        credentials: Credentials,
+        signer: Callable[[str], str],
+        base_url: str,
+        path: str,
+        params: Sequence[tuple[str, str]] = (),
+    ) -> Any:
+        def build(timestamp_ms: int) -> httpx.Request:
+            query = urlencode([*params, ("timestamp", str(timestamp_ms)), ("recvWindow", str(self.recv_window_ms))])
+            # The signature covers the query exactly as sent and must come last (rest-api.md).
+            return self._client.build_request(
+                "GET",
+                f"{base_url}{path}?{query}&signature={signer(query)}",
+                headers={"X-MBX-APIKEY": credentials.api_key},
+            )
+
+        return self._call(build)
+
+    def _abort_for(self, error: ExchangeError, *, candidates: Sequence[FindingCode] = ()) -> CheckAborted:
+        detail = None
+        if error.exchange_code not in ERROR_TABLE and error.http_status not in HTTP_STATUS_TABLE:
+            detail = f"Binance answered with an unexpected error (HTTP {error.http_status})."
+        elif error.code is FindingCode.KEY_REJECTED:
+            return self._abort_with(error, candidates=candidates or _REJECTED_ON_RESTRICTIONS)
+        elif error.code is FindingCode.EGRESS_BLOCKED:
+            detail = "Binance's firewall refused the request (HTTP 403)."
+        return self._abort_with(error, detail=detail)
+
+    def _raise_for_error(self, response: httpx.Response) -> Any:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        code = body.get("code") if isinstance(body, dict) else None
+        message = body.get("msg") if isinstance(body, dict) else None
+        is_error_code = isinstance(code, int) and not isinstance(code, bool) and code not in (0, 200)
+        if 200 <= status < 300 and body is not None and not is_error_code:
+            return body
+        if status in HTTP_STATUS_TABLE and not is_error_code:
+            finding = HTTP_STATUS_TABLE[status]
+        else:
+            finding = ERROR_TABLE.get(code, FindingCode.EXCHANGE_UNAVAILABLE) if is_error_code else None
+            if finding is None:
+                finding = HTTP_STATUS_TABLE.get(status, FindingCode.EXCHANGE_UNAVAILABLE)
+        raise ExchangeError(
+            finding,
+            exchange_code=code if is_error_code else None,
+            exchange_message=message if isinstance(message, str) else None,
+            http_status=status,
+            retry_after=retry_after_seconds(response, self._clock()),
+        )
+
+    def _server_time_ms(self) -> int:
+        response = self._send(self._client.build_request("GET", f"{self.base_url}{SERVER_TIME_PATH}"))
+        try:
+            payload = self._raise_for_error(response)
+            return int(payload["serverTime"])
+        except ExchangeError as error:
+            raise self._abort_for(error) from None
+        except (KeyError, TypeError, ValueError):
+            raise self._abort(
+                FindingCode.EXCHANGE_UNAVAILABLE, detail="Binance's time endpoint answered unexpectedly."
+            ) from None
