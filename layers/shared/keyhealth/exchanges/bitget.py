@@ -159,10 +159,15 @@ _CLASSIC_CODES = frozenset(
 _LEGACY_CODES = frozenset({"readonly", "trade"})
 
 
-def parse_ips(value: Any) -> tuple[str, ...]:
-    """`ips` is one comma-separated string (§2.1); empty or missing means no restriction."""
-    if not isinstance(value, str):
+def parse_ips(value: Any) -> tuple[str, ...] | None:
+    """`ips` is one comma-separated string (§2.1); empty or missing means no restriction.
+
+    Any other shape is not what Bitget documents: None (the whitelist is unknown).
+    """
+    if value is None:
         return ()
+    if not isinstance(value, str):
+        return None
     return tuple(ip.strip() for ip in value.split(",") if ip.strip())
 
 
@@ -279,7 +284,7 @@ class BitgetAdapter(ExchangeAdapter):
     @staticmethod
     def _read_ips(info: Mapping[str, Any], draft: ReportDraft) -> None:
         ips = parse_ips(info.get("ips"))
-        draft.ip_restricted = bool(ips)
+        draft.ip_restricted = bool(ips) if ips is not None else None
         draft.ip_whitelist = ips
 
     # ------------------------------------------------------------ HTTP

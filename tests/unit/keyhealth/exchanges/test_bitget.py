@@ -408,7 +408,15 @@ def test_empty_whitelist_means_no_ip_restriction(ips):
 def test_parse_ips_splits_and_trims():
     assert parse_ips(" 1.2.3.4, 5.6.7.8 ,") == ("1.2.3.4", "5.6.7.8")
     assert parse_ips(None) == ()
-    assert parse_ips(["1.2.3.4"]) == ()  # not the documented string shape
+    assert parse_ips(["1.2.3.4"]) is None  # not the documented string shape: unknown
+
+
+def test_whitelist_of_an_undocumented_shape_is_unknown_not_unrestricted():
+    result, _ = check_with({ACCOUNT_INFO_CLASSIC: lambda r: ok(classic_info(ips=[EGRESS]))})
+
+    assert result.report.ip_restricted is None
+    assert result.report.ip_whitelist is None
+    assert result.report.codes == []
 
 
 @pytest.mark.parametrize(
