@@ -154,7 +154,7 @@ def parse_api_permissions(payload: Any) -> tuple[frozenset[int], tuple[str, ...]
         raise ValueError("apiPermissions answer has no permissions list")
     codes = frozenset(int(code) for code in raw_codes)
     raw_ips = payload.get("ipAddresses") or []
-    if isinstance(raw_ips, str):  # tolerate the comma-separated form BingX uses when keys are edited
+    if isinstance(raw_ips, str):  # the key page takes IPs comma-separated (exchanges.md 3.5)
         raw_ips = raw_ips.split(",")
     if not isinstance(raw_ips, list):
         raise ValueError("apiPermissions answer has a malformed ipAddresses")
@@ -172,10 +172,11 @@ def error_from_body(body: Any, http_status: int) -> ExchangeError | None:
         if code == 0:
             return None
         message = body.get("msg")
+        # An unknown code says nothing we can pin on the key: transient, kept verbatim for operators.
         finding = ERROR_TABLE.get(code, FindingCode.EXCHANGE_UNAVAILABLE) if code is not None else None
         return ExchangeError(
             finding or FindingCode.EXCHANGE_UNAVAILABLE,
-            exchange_code=code if code is not None else str(body.get("code")),
+            exchange_code=code if code is not None else str(body["code"]),
             exchange_message=message if isinstance(message, str) else None,
             http_status=http_status,
         )
@@ -255,7 +256,7 @@ class BingXAdapter(ExchangeAdapter):
                 error.exchange_message,
             )
             context["detail"] = "BingX called the platform's request malformed: a platform bug, not the key's."
-        elif error.code is FindingCode.EXCHANGE_UNAVAILABLE and error.exchange_code is not None:
+        elif error.exchange_code is not None and error.exchange_code not in ERROR_TABLE:
             logger.warning("BingX answered an unmapped error code %s", error.exchange_code)
         return self._abort_with(error, **context)
 

@@ -314,11 +314,27 @@ def test_string_code_is_read_as_int() -> None:
     assert check(adapter).report.codes == ["invalid_api_key"]
 
 
-def test_unknown_nonzero_code_under_http_200_is_an_error_but_transient() -> None:
+def test_unknown_nonzero_code_under_http_200_is_an_error_but_transient(all_logs: pytest.LogCaptureFixture) -> None:
     adapter, _ = make_adapter(answering({"code": 999999, "msg": "something new"}))
     report = check(adapter).report
     assert report.codes == ["exchange_unavailable"]
     assert report.findings[0].exchange_code == 999999
+    assert "unmapped error code 999999" in all_logs.text
+
+
+def test_mapped_server_code_is_not_logged_as_unmapped(all_logs: pytest.LogCaptureFixture) -> None:
+    adapter, _ = make_adapter(answering({"code": 100500, "msg": "internal error"}))
+    assert check(adapter).report.codes == ["exchange_unavailable"]
+    assert "unmapped" not in all_logs.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, "text", 5, {"permissions": [None]}, {"permissions": ["x"]}, {"permissions": [1], "ipAddresses": 7}],
+)
+def test_odd_json_never_raises(body: object) -> None:
+    adapter, _ = make_adapter(answering(body))
+    assert check(adapter).report.codes == ["exchange_unavailable"]
 
 
 def test_permission_error_names_read() -> None:
