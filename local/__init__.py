@@ -1,0 +1,1 @@
+"""Running keyhealth on one machine: simulators, demo keys, local runner."""
