@@ -202,7 +202,13 @@ class SimulatorServer:
         handler = type(f"{simulator.name.title()}Handler", (_Handler,), {"simulator": simulator})
         self.simulator = simulator
         self._server = _Server((host, port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-{simulator.name}", daemon=True)
+        self._thread = threading.Thread(
+            # A short poll interval: stopping waits for it (the default 0.5 s slows every test).
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sim-{simulator.name}",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
