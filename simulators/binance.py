@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_plus
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -366,7 +366,7 @@ class BinanceSimulator(ExchangeSimulator):
             expected = hmac.new(key.secret.encode(), payload, hashlib.sha256).hexdigest()
             return hmac.compare_digest(expected, signature.lower())  # hex case does not matter (1.2)
         try:
-            raw = base64.b64decode(unquote(signature), validate=True)
+            raw = base64.b64decode(unquote_plus(signature), validate=True)
         except ValueError:
             return False
         try:

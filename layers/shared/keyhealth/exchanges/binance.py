@@ -239,6 +239,9 @@ class BinanceAdapter(ExchangeAdapter):
             recv_window_ms=recv_window_ms,
         )
         self.futures_base_url = (futures_base_url or base_url).rstrip("/")
+        #: Weight this egress IP has used per pool in the current minute, as Binance last reported
+        #: it (exchanges.md 1.4 and 5.1: track X-SAPI-USED-IP-WEIGHT-1M and X-MBX-USED-WEIGHT-1M).
+        self.used_weight: dict[str, int] = {}
 
     # ------------------------------------------------------------------ the check
     def _inspect(
@@ -351,6 +354,20 @@ class BinanceAdapter(ExchangeAdapter):
             )
 
         return self._call(build)
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        response = super()._send(request)
+        self._note_used_weight(request.url.path, response)
+        return response
+
+    def _note_used_weight(self, path: str, response: httpx.Response) -> None:
+        if path.startswith("/sapi/"):
+            pool, header = f"sapi:{path}", "X-SAPI-USED-IP-WEIGHT-1M"
+        else:
+            pool, header = ("fapi" if path.startswith("/fapi/") else "api"), "X-MBX-USED-WEIGHT-1M"
+        value = response.headers.get(header)
+        if value is not None and value.isdigit():
+            self.used_weight[pool] = int(value)
 
     def _abort_for(self, error: ExchangeError, *, candidates: Sequence[FindingCode] = ()) -> CheckAborted:
         detail = None

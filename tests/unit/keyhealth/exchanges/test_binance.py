@@ -594,3 +594,16 @@ def test_expiry_warning_boundary_is_fourteen_days() -> None:
         body = restrictions(ipRestrict=False, tradingAuthorityExpirationTime=expiry)
         codes = check(FakeBinance({"/sapi/v1/account/apiRestrictions": ok(body)})).report.codes
         assert ("trading_permission_expiring" in codes) is warned
+
+
+def test_used_weight_headers_are_tracked_per_pool() -> None:
+    fake = FakeBinance(
+        {
+            "/sapi/v1/account/apiRestrictions": ok(restrictions(), **{"X-SAPI-USED-IP-WEIGHT-1M": "17"}),
+            "/fapi/v1/accountConfig": ok({"canTrade": True}, **{"X-MBX-USED-WEIGHT-1M": "55"}),
+            "/api/v3/account": ok({"uid": 1}, **{"X-MBX-USED-WEIGHT-1M": "120", "X-MBX-USED-WEIGHT": "120"}),
+        }
+    )
+    adapter = adapter_for(fake)
+    adapter.check(hmac_credentials(), [Scope.FUTURES], identify_account=True)
+    assert adapter.used_weight == {"sapi:/sapi/v1/account/apiRestrictions": 17, "fapi": 55, "api": 120}
