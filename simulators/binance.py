@@ -24,6 +24,8 @@ Choices where exchanges.md is silent, documented here:
 - `Fault.GEO_BLOCKED` answers 451 with Binance's restricted-location text;
 - an IP told to back off (429) that sends again into the same pool before the window ends
   is banned: 2 minutes (scaled by `window_scale`), doubling on each repeat, at most 3 days;
+- a missing or malformed `timestamp` answers -1102 (Binance's "Mandatory parameter" code, not in
+  exchanges.md); a missing signature answers -1022 like a wrong one;
 - a key's `enableFutures` on /sapi is the tick-box as set; /fapi refuses (-2015) a key
   whose account has no futures account, or that was created before it was opened.
 """
