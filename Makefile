@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/shared/requirements.txt | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/shared
 
-.PHONY: help venv test unit lint format run clean docs
+.PHONY: help venv test unit lint format run clean docs openapi
 
 help:
 	@echo "make test    install into $(VENV) and run lint + the whole suite"
@@ -44,3 +44,6 @@ clean:
 
 docs: venv
 	$(BIN)/python scripts/finding_docs.py README.md
+
+openapi: venv
+	$(BIN)/python scripts/openapi.py

@@ -329,7 +329,7 @@ def _demo_api_key(label: str) -> str:
 
 
 def _demo_secret(label: str) -> str:
-    return "demo-bitget-" + hashlib.sha256(f"bitget-demo-secret:{label}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"bitget-demo-secret:{label}".encode()).hexdigest()  # 64 hex, like real secrets
 
 
 DEMO_PASSPHRASE = "DemoPass2024"

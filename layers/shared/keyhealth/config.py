@@ -37,6 +37,9 @@ class Settings:
     bitget_base_url: str = DEFAULT_BASE_URLS["BITGET_BASE_URL"]
     bingx_base_url: str = DEFAULT_BASE_URLS["BINGX_BASE_URL"]
     audit_budget_share: float = 0.5
+    idempotency_table_name: str = ""
+    secrets_kms_key_id: str | None = None  # the stack's customer-managed key for binding secrets
+    recovery_window_days: int = 7  # how long an unbound key's secret can still be restored
     # Local stack only: the loopback address outbound exchange calls leave from.
     egress_source_address: str | None = None
     connect_timeout: float = 3.0
@@ -87,6 +90,9 @@ class Settings:
             audit_queue_url=text("AUDIT_QUEUE_URL"),
             egress_ips=egress,
             audit_budget_share=number("AUDIT_BUDGET_SHARE", 0.5, 0.01, 1.0),
+            idempotency_table_name=text("IDEMPOTENCY_TABLE_NAME"),
+            secrets_kms_key_id=text("SECRETS_KMS_KEY_ID") or None,
+            recovery_window_days=int(number("SECRET_RECOVERY_DAYS", 7, 7, 30)),
             egress_source_address=text("KEYHEALTH_EGRESS_SOURCE") or None,
             connect_timeout=number("EXCHANGE_CONNECT_TIMEOUT", 3.0, 0.1, 30.0),
             read_timeout=number("EXCHANGE_READ_TIMEOUT", 5.0, 0.1, 60.0),

@@ -1,0 +1,82 @@
+"""POST /bindings and PUT /bindings/{binding_id}/credentials: the routes that write secrets."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.logging import correlation_paths
+
+from keyhealth.api import runtime
+from keyhealth.api.http import documented, json_response, logger, new_resolver, outcome_body, record_check, tenant_of
+from keyhealth.api.idempotency import idempotency_key, once, register_context
+from keyhealth.api.requests import BindRequest, RotateRequest
+from keyhealth.api.responses import BindingWithReport
+from keyhealth.config import settings
+from keyhealth.usecases import Outcome, bind_key, load_binding, rotate_credentials
+
+# Routes carry no return annotation: Powertools would build a schema from `Response`.
+# What each answers is documented with `responses=` (and so in docs/openapi.json).
+app = new_resolver()
+
+
+def _idempotently(tenant: str, operation: str, run) -> Response:
+    from keyhealth.aws.clients import client
+
+    event = app.current_event
+    return once(
+        key=idempotency_key(dict(event.headers or {})),
+        tenant=tenant,
+        operation=operation,
+        body=event.body or "",
+        run=run,
+        table_name=settings().idempotency_table_name,
+        dynamodb=client("dynamodb"),
+    )
+
+
+def _answer(status: int, outcome: Outcome) -> Response:
+    logger.append_keys(binding_id=outcome.binding.binding_id)
+    record_check(outcome.binding.exchange.value, outcome.report.status.value)
+    return json_response(status, outcome_body(outcome))
+
+
+@app.post(
+    "/bindings",
+    summary="Check a key live and store it if usable",
+    responses=documented(201, BindingWithReport, "stored: the binding and its report", 400, 409, 422, 503),
+)
+def bind(request: Annotated[BindRequest, Body()]):
+    tenant = tenant_of(app)
+    command = request.to_command()
+    app.append_context(exchange=command.exchange.value)
+    logger.append_keys(exchange=command.exchange.value, api_key=command.credentials.masked_api_key)
+    services = runtime.services()
+    return _idempotently(tenant, "bind", lambda: _answer(201, bind_key(command, tenant, services)))
+
+
+@app.put(
+    "/bindings/<binding_id>/credentials",
+    summary="Rotate: check new credentials, swap them in only if usable",
+    responses=documented(200, BindingWithReport, "rotated: the binding and its report", 400, 404, 409, 422, 503),
+)
+def rotate(binding_id: Annotated[str, Path()], request: Annotated[RotateRequest, Body()]):
+    tenant = tenant_of(app)
+    logger.append_keys(binding_id=binding_id)
+    services = runtime.services()
+    binding = load_binding(tenant, binding_id, services)  # 404 before anything else
+    command = request.to_command(binding.exchange)
+    app.append_context(exchange=binding.exchange.value)
+    logger.append_keys(exchange=binding.exchange.value, api_key=command.credentials.masked_api_key)
+    return _idempotently(
+        tenant,
+        f"rotate:{binding_id}",
+        lambda: _answer(200, rotate_credentials(tenant, binding_id, command, services)),
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    register_context(context)
+    return app.resolve(event, context)

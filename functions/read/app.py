@@ -1,0 +1,66 @@
+"""GET /bindings, GET /bindings/{binding_id}, GET /egress-ips: reads only, no exchange calls."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from pydantic import Field
+
+from keyhealth.api import runtime
+from keyhealth.api.http import documented, json_response, logger, new_resolver, tenant_of
+from keyhealth.api.requests import USER_ID_PATTERN
+from keyhealth.api.responses import BindingList, BindingOut, EgressIps
+from keyhealth.config import settings
+from keyhealth.model import Exchange, Status
+from keyhealth.usecases import list_bindings, load_binding
+
+# Routes carry no return annotation: Powertools would build a schema from `Response`.
+# What each answers is documented with `responses=` (and so in docs/openapi.json).
+app = new_resolver()
+
+
+@app.get(
+    "/bindings/<binding_id>",
+    summary="One binding with its last report",
+    responses=documented(200, BindingOut, "the binding", 404),
+)
+def get_binding(binding_id: Annotated[str, Path()]):
+    tenant = tenant_of(app)
+    logger.append_keys(binding_id=binding_id)
+    return json_response(200, load_binding(tenant, binding_id, runtime.services()).to_public_dict())
+
+
+@app.get(
+    "/bindings",
+    summary="The caller's bindings, newest first",
+    responses=documented(200, BindingList, "a page of bindings", 400),
+)
+def get_bindings(
+    user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
+    exchange: Annotated[Exchange | None, Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
+    limit: Annotated[int, Query(), Field(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+):
+    tenant = tenant_of(app)
+    page = list_bindings(
+        tenant, runtime.services(), user_id=user_id, exchange=exchange, status=status, limit=limit, cursor=cursor
+    )
+    return json_response(200, {"items": [b.to_public_dict() for b in page.items], "next_cursor": page.next_cursor})
+
+
+@app.get(
+    "/egress-ips",
+    summary="The addresses users must add to their keys' IP whitelists",
+    responses=documented(200, EgressIps, "the egress addresses"),
+)
+def egress_ips():
+    tenant_of(app)
+    return json_response(200, {"egress_ips": list(settings().egress_ips)})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

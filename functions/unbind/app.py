@@ -1,0 +1,34 @@
+"""DELETE /bindings/{binding_id}: schedule the secret's deletion and remove the metadata."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+
+from keyhealth.api import runtime
+from keyhealth.api.http import documented, logger, new_resolver, tenant_of
+from keyhealth.usecases import unbind
+
+# Routes carry no return annotation: Powertools would build a schema from `Response`.
+# What each answers is documented with `responses=` (and so in docs/openapi.json).
+app = new_resolver()
+
+
+@app.delete(
+    "/bindings/<binding_id>",
+    summary="Unbind: the secret is scheduled for deletion, the metadata removed",
+    responses=documented(204, None, "unbound", 404, 503),
+)
+def delete_binding(binding_id: Annotated[str, Path()]):
+    tenant = tenant_of(app)
+    logger.append_keys(binding_id=binding_id)
+    unbind(tenant, binding_id, runtime.services())
+    return Response(status_code=204, body="")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

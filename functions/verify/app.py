@@ -1,0 +1,36 @@
+"""POST /bindings/{binding_id}/verify: re-check a stored key now (reads its secret)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+
+from keyhealth.api import runtime
+from keyhealth.api.http import documented, json_response, logger, new_resolver, outcome_body, record_check, tenant_of
+from keyhealth.api.responses import BindingWithReport
+from keyhealth.usecases import verify_binding
+
+# Routes carry no return annotation: Powertools would build a schema from `Response`.
+# What each answers is documented with `responses=` (and so in docs/openapi.json).
+app = new_resolver()
+
+
+@app.post(
+    "/bindings/<binding_id>/verify",
+    summary="Re-check a binding now and store the report",
+    responses=documented(200, BindingWithReport, "the binding and the new report", 404, 409, 503),
+)
+def verify(binding_id: Annotated[str, Path()]):
+    tenant = tenant_of(app)
+    logger.append_keys(binding_id=binding_id)
+    outcome = verify_binding(tenant, binding_id, runtime.services())
+    logger.append_keys(exchange=outcome.binding.exchange.value)
+    record_check(outcome.binding.exchange.value, outcome.report.status.value)
+    return json_response(200, outcome_body(outcome))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

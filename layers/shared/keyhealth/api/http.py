@@ -1,0 +1,198 @@
+"""One place that turns domain outcomes and errors into HTTP answers.
+
+Every function builds its resolver with `new_resolver()`, so error codes, body limits and
+logging behave the same on every route. Nothing here logs a request body or an exception
+message that could hold one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from keyhealth.api.requests import MAX_BODY_BYTES, InvalidRequest
+from keyhealth.aws.bindings import InvalidCursor
+from keyhealth.errors import (
+    AlreadyBound,
+    BindingNotFound,
+    ConcurrentUpdate,
+    ExchangeMismatch,
+    ExchangeUnreachable,
+    IdempotencyKeyReused,
+    KeyUnusable,
+    RequestInProgress,
+    StorageFailure,
+)
+from keyhealth.model import Report
+from keyhealth.tenancy import UnknownPrincipal, tenant_from_principal
+
+SERVICE = "keyhealth"
+logger = Logger(service=SERVICE, log_uncaught_exceptions=False)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps(body, separators=(",", ":")),
+        headers=headers or {},
+    )
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    report: Report | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    error = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
+    body: dict[str, Any] = {"error": error}
+    if report is not None:
+        body["report"] = report.to_dict()
+    return json_response(status, body, headers)
+
+
+def tenant_of(app: APIGatewayRestResolver) -> str:
+    """The caller's tenant, from the IAM principal API Gateway authenticated (AWS_IAM)."""
+    identity = app.current_event.request_context.identity
+    tenant = tenant_from_principal(identity.user_arn)
+    logger.append_keys(tenant=tenant)
+    return tenant
+
+
+def record_check(exchange: str, status: str) -> None:
+    """EMF metric: one key check, by exchange and outcome."""
+    with single_metric(
+        name="KeyChecks",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=SERVICE,
+        default_dimensions={"exchange": exchange, "outcome": status},
+    ):
+        pass
+
+
+def _limit_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+    event = app.current_event
+    body = event.body or ""
+    size = len(body.encode()) if not event.is_base64_encoded else len(body) * 3 // 4
+    if size > MAX_BODY_BYTES:
+        return error_response(400, "body_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    return next_middleware(app)
+
+
+def new_resolver() -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True)
+    app.use(middlewares=[_limit_body])
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(error: RequestValidationError) -> Response:
+        problems = error.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return error_response(400, "invalid_json", "the body is not valid JSON")
+        # loc and msg only: pydantic's `input` would echo the value, which may be a secret.
+        details = [
+            {"field": ".".join(str(part) for part in p.get("loc", ())[1:]) or "body", "problem": p.get("msg", "")}
+            for p in problems
+        ]
+        first = details[0] if details else {"field": "body", "problem": "invalid"}
+        body = {"error": {"code": "invalid_request", "message": f"{first['field']}: {first['problem']}"}}
+        body["error"]["details"] = details
+        return json_response(400, body)
+
+    @app.exception_handler(InvalidRequest)
+    def _bad_input(error: InvalidRequest) -> Response:
+        return error_response(400, error.code, str(error), field=error.field)
+
+    @app.exception_handler(InvalidCursor)
+    def _bad_cursor(error: InvalidCursor) -> Response:
+        return error_response(400, "invalid_cursor", str(error), field="cursor")
+
+    @app.exception_handler(ExchangeMismatch)
+    def _mismatch(error: ExchangeMismatch) -> Response:
+        return error_response(400, error.code, str(error))
+
+    @app.exception_handler(UnknownPrincipal)
+    def _forbidden(error: UnknownPrincipal) -> Response:
+        return error_response(403, "forbidden", str(error))
+
+    @app.exception_handler(BindingNotFound)
+    def _not_found(error: BindingNotFound) -> Response:
+        return error_response(404, error.code, "no such binding")
+
+    @app.exception_handler(AlreadyBound)
+    def _already_bound(error: AlreadyBound) -> Response:
+        return error_response(409, error.code, str(error), binding_id=error.binding_id)
+
+    @app.exception_handler(ConcurrentUpdate)
+    def _conflict(error: ConcurrentUpdate) -> Response:
+        return error_response(409, error.code, str(error))
+
+    @app.exception_handler(RequestInProgress)
+    def _in_progress(error: RequestInProgress) -> Response:
+        return error_response(409, error.code, str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(IdempotencyKeyReused)
+    def _reused(error: IdempotencyKeyReused) -> Response:
+        return error_response(422, error.code, str(error))
+
+    @app.exception_handler(KeyUnusable)
+    def _unusable(error: KeyUnusable) -> Response:
+        record_check(app.context.get("exchange", "unknown"), "failing")
+        return error_response(422, error.code, "the key cannot be used; nothing was stored", report=error.result.report)
+
+    @app.exception_handler(ExchangeUnreachable)
+    def _unreachable(error: ExchangeUnreachable) -> Response:
+        record_check(app.context.get("exchange", "unknown"), "unknown")
+        retry = max(1, int(error.result.retry_after or 30))
+        return error_response(
+            503, error.code, str(error), report=error.result.report, headers={"Retry-After": str(retry)}
+        )
+
+    @app.exception_handler(StorageFailure)
+    def _storage(error: StorageFailure) -> Response:
+        logger.warning("storage failure", extra={"step": error.step, "cause": str(error.__cause__ or "")})
+        return error_response(503, error.code, str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # The type only: an unexpected exception's text is not known to be free of secrets.
+        logger.error("unexpected error", extra={"error_type": type(error).__name__})
+        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+    return app
+
+
+_ERROR_DESCRIPTIONS = {
+    400: ("malformed request (stable `error.code`)", "ErrorOut"),
+    404: ("no such binding for this caller", "ErrorOut"),
+    409: ("already_bound, concurrent_update or request_in_progress", "ErrorOut"),
+    422: ("the key fails its check (nothing changed), or idempotency_key_reused", "ErrorWithReport"),
+    503: ("the exchange or storage could not answer; retry after Retry-After", "ErrorWithReport"),
+}
+
+
+def documented(status: int, model: type | None, description: str, *errors: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI `responses` for a route: its success answer and the errors it can give."""
+    from keyhealth.api import responses
+
+    answers: dict[int, dict[str, Any]] = {status: {"description": description}}
+    if model is not None:
+        answers[status]["content"] = {"application/json": {"model": model}}
+    for code in errors:
+        text, name = _ERROR_DESCRIPTIONS[code]
+        answers[code] = {"description": text, "content": {"application/json": {"model": getattr(responses, name)}}}
+    return answers
+
+
+def outcome_body(outcome: Any) -> dict[str, Any]:
+    return {"binding": outcome.binding.to_public_dict(), "report": outcome.report.to_dict()}

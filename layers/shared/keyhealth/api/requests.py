@@ -1,0 +1,157 @@
+"""Request models and the input rules of the contract (section 2, "Bind request").
+
+Pydantic checks types; `to_command` applies what pydantic cannot say alone: whitespace
+trimming (reported as `whitespace_trimmed`), key shapes per exchange, passphrase rules.
+Error messages name the field and the rule, never the value (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+
+from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.model import Exchange, Scope
+from keyhealth.usecases import BindCommand, RotateCommand
+
+MAX_BODY_BYTES = 16 * 1024
+USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+
+UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+
+
+class InvalidRequest(ValueError):
+    """A request that breaks an input rule: 400 with a stable `code`."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+# Shapes of real keys. A value outside them is a paste error we can name before asking the
+# exchange (and spending its rate limit). PEM private keys are the secret of Ed25519/RSA keys.
+_HMAC_SECRET = re.compile(r"^[A-Za-z0-9]{16,256}$")
+_API_KEY = {
+    Exchange.BINANCE: re.compile(r"^[A-Za-z0-9]{64}$"),
+    Exchange.BITGET: re.compile(r"^bg_[0-9a-f]{32}$"),
+    Exchange.BINGX: re.compile(r"^[A-Za-z0-9]{32,128}$"),
+}
+_KEY_TYPES = {
+    Exchange.BINANCE: {KeyType.HMAC, KeyType.ED25519, KeyType.RSA},
+    Exchange.BITGET: {KeyType.HMAC, KeyType.RSA},
+    Exchange.BINGX: {KeyType.HMAC},
+}
+_PASSPHRASE = re.compile(r"^\S{1,64}$")
+_PEM = re.compile(r"^-----BEGIN PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PRIVATE KEY-----$")
+
+
+class CredentialsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: Annotated[str, Field(min_length=1, max_length=256)]
+    api_secret: Annotated[SecretStr, Field(min_length=1, max_length=8192)]
+    passphrase: Annotated[SecretStr | None, Field(max_length=256)] = None
+    key_type: KeyType = KeyType.HMAC
+
+
+class BindRequest(CredentialsIn):
+    user_id: UserId
+    exchange: Exchange
+    label: Annotated[str | None, Field(max_length=100)] = None
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=2)]
+
+    def to_command(self) -> BindCommand:
+        if len(set(self.scopes)) != len(self.scopes):
+            raise InvalidRequest("invalid_request", "scopes must not repeat a scope", "scopes")
+        credentials, trimmed = credentials_for(self.exchange, self)
+        return BindCommand(
+            user_id=self.user_id,
+            exchange=self.exchange,
+            credentials=credentials,
+            scopes=tuple(sorted(set(self.scopes))),
+            label=self.label,
+            trimmed_fields=trimmed,
+        )
+
+
+class RotateRequest(CredentialsIn):
+    def to_command(self, exchange: Exchange) -> RotateCommand:
+        credentials, trimmed = credentials_for(exchange, self)
+        return RotateCommand(credentials=credentials, trimmed_fields=trimmed)
+
+
+def _trim(name: str, value: str, trimmed: list[str], *, multiline: bool = False) -> str:
+    stripped = value.strip()
+    if stripped != value:
+        trimmed.append(name)
+    # A PEM key's line breaks and its armor lines ("-----BEGIN PRIVATE KEY-----") are part of it.
+    inner = "".join(ln for ln in stripped.splitlines() if not ln.startswith("-----")) if multiline else stripped
+    if any(ch.isspace() for ch in inner):
+        raise InvalidRequest("whitespace_in_credential", f"{name} contains whitespace", name)
+    if not stripped:
+        raise InvalidRequest("invalid_request", f"{name} is empty", name)
+    return stripped
+
+
+def credentials_for(exchange: Exchange, request: CredentialsIn) -> tuple[Credentials, tuple[str, ...]]:
+    """Validated, trimmed credentials for `exchange`, and the names of trimmed fields."""
+    trimmed: list[str] = []
+    if request.key_type not in _KEY_TYPES[exchange]:
+        raise InvalidRequest(
+            "key_type_not_supported", f"{exchange.display_name} keys cannot be {request.key_type.value}", "key_type"
+        )
+    api_key = _trim("api_key", request.api_key, trimmed)
+    if not _API_KEY[exchange].match(api_key):
+        raise InvalidRequest(
+            "invalid_api_key_format", f"api_key does not have the shape of a {exchange.display_name} API key", "api_key"
+        )
+    pem = request.key_type is not KeyType.HMAC
+    secret = _trim("api_secret", request.api_secret.get_secret_value(), trimmed, multiline=pem)
+    if pem:
+        _check_private_key(secret, request.key_type)
+    elif not _HMAC_SECRET.match(secret):
+        raise InvalidRequest(
+            "invalid_secret_format", "api_secret does not have the shape of an API secret", "api_secret"
+        )
+
+    passphrase = None
+    if exchange is Exchange.BITGET:
+        if request.passphrase is None:
+            raise InvalidRequest("passphrase_required", "Bitget keys need their passphrase", "passphrase")
+        passphrase = _trim("passphrase", request.passphrase.get_secret_value(), trimmed)
+        if not _PASSPHRASE.match(passphrase):
+            raise InvalidRequest("invalid_passphrase_format", "passphrase is 1 to 64 visible characters", "passphrase")
+    elif request.passphrase is not None:
+        raise InvalidRequest(
+            "passphrase_not_allowed", f"{exchange.display_name} keys have no passphrase; omit it", "passphrase"
+        )
+    credentials = Credentials(
+        api_key=api_key,
+        api_secret=Secret(secret),
+        passphrase=Secret(passphrase) if passphrase is not None else None,
+        key_type=request.key_type,
+    )
+    return credentials, tuple(trimmed)
+
+
+def _check_private_key(pem: str, key_type: KeyType) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    problem = InvalidRequest(
+        "invalid_secret_format",
+        f"api_secret must be the PEM (PKCS#8) private key of the {key_type.value} key",
+        "api_secret",
+    )
+    if not _PEM.match(pem.replace("\r\n", "\n")):
+        raise problem
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise problem from None
+    expected = ed25519.Ed25519PrivateKey if key_type is KeyType.ED25519 else rsa.RSAPrivateKey
+    if not isinstance(key, expected):
+        raise problem

@@ -1,0 +1,1 @@
+"""AWS implementations of the ports (DynamoDB, Secrets Manager, SNS). Clients are injected."""

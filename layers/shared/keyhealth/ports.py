@@ -1,0 +1,95 @@
+"""The interfaces use cases need from the outside world; AWS implementations live in
+`keyhealth.aws`, fakes in the tests. Nothing here imports boto3."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from keyhealth.alerts import Alert
+from keyhealth.binding import Binding
+from keyhealth.credentials import Credentials
+from keyhealth.exchanges.base import ExchangeAdapter
+from keyhealth.model import Exchange, Status
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Binding]
+    next_cursor: str | None
+
+
+class BindingRepository(Protocol):
+    def get(self, tenant: str, binding_id: str) -> Binding | None: ...
+
+    def find_by_api_key(self, tenant: str, exchange: Exchange, api_key_hash: str) -> str | None:
+        """The id of the tenant's binding of this api key on this exchange, if any."""
+
+    def create(self, binding: Binding) -> None:
+        """Store a new binding; `AlreadyBound` if the tenant bound this key meanwhile."""
+
+    def save(self, binding: Binding, *, previous: Binding) -> Binding:
+        """Replace `previous` with `binding` (version + 1); `ConcurrentUpdate` if it changed meanwhile."""
+
+    def delete(self, binding: Binding) -> None: ...
+
+    def list(
+        self,
+        tenant: str,
+        *,
+        user_id: str | None = None,
+        exchange: Exchange | None = None,
+        status: Status | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
+
+    def bindings_of_account(self, tenant: str, exchange: Exchange, account_id: str) -> list[str]: ...
+
+
+class SecretStore(Protocol):
+    def create(self, name: str, credentials: Credentials, *, tags: dict[str, str], token: str) -> str:
+        """Create the secret; returns its id (ARN)."""
+
+    def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials: ...
+
+    def stage_pending(self, secret_id: str, credentials: Credentials, *, token: str) -> str:
+        """Write a new version labelled AWSPENDING; returns its version id."""
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        """Make `version_id` AWSCURRENT (the old current becomes AWSPREVIOUS)."""
+
+    def demote(self, secret_id: str, version_id: str, *, restore_version_id: str) -> None:
+        """Undo `promote`: `restore_version_id` becomes AWSCURRENT again."""
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None: ...
+
+    def current_version(self, secret_id: str) -> str: ...
+
+    def schedule_deletion(self, secret_id: str, *, recovery_days: int) -> None:
+        """Idempotent: a secret already scheduled for deletion is fine."""
+
+    def restore(self, secret_id: str) -> None: ...
+
+    def delete_now(self, secret_id: str) -> None:
+        """Remove a secret that never backed a stored binding (bind compensation)."""
+
+
+class AlertPublisher(Protocol):
+    def publish(self, alert: Alert) -> None: ...
+
+
+@dataclass
+class Services:
+    """Everything a use case may call; built once per Lambda container, faked in tests."""
+
+    adapters: dict[Exchange, ExchangeAdapter]
+    bindings: BindingRepository
+    secrets: SecretStore
+    alerts: AlertPublisher
+    secret_prefix: str
+    egress_ips: tuple[str, ...]
+    now: Callable[[], datetime]
+    recovery_window_days: int = 7

@@ -1,0 +1,62 @@
+"""Generates the API's OpenAPI document from the handlers' own route definitions.
+
+`make openapi` writes docs/openapi.json; a test fails when the checked-in file is stale.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FUNCTIONS = ("bind", "verify", "unbind", "read")
+OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+
+
+def openapi_document() -> dict[str, Any]:
+    document: dict[str, Any] | None = None
+    for name in FUNCTIONS:
+        app = importlib.import_module(f"functions.{name}.app").app
+        part = json.loads(
+            app.get_openapi_json_schema(
+                title="keyhealth",
+                version="1.0.0",
+                description=(
+                    "Checks crypto-exchange API keys live and keeps them healthy. Every route requires "
+                    "AWS_IAM (SigV4) authorisation; the caller's IAM principal is the tenant."
+                ),
+            )
+        )
+        if document is None:
+            document = part
+            continue
+        for path, operations in part.get("paths", {}).items():
+            document["paths"].setdefault(path, {}).update(operations)
+        schemas = part.get("components", {}).get("schemas", {})
+        document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+    assert document is not None
+    document["paths"] = dict(sorted(document["paths"].items()))
+    document["components"]["schemas"] = dict(sorted(document["components"]["schemas"].items()))
+    document["components"]["securitySchemes"] = {
+        "sigv4": {"type": "apiKey", "name": "Authorization", "in": "header", "x-amazon-apigateway-authtype": "awsSigv4"}
+    }
+    document["security"] = [{"sigv4": []}]
+    return document
+
+
+def render() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    OUTPUT.parent.mkdir(exist_ok=True)
+    text = render()
+    changed = not OUTPUT.exists() or OUTPUT.read_text() != text
+    OUTPUT.write_text(text)
+    print(
+        f"{OUTPUT.relative_to(Path.cwd()) if OUTPUT.is_relative_to(Path.cwd()) else OUTPUT}: "
+        + ("updated" if changed else "already current"),
+        file=sys.stderr,
+    )

@@ -1,0 +1,38 @@
+"""Fault injection: a boto3 client wrapper whose chosen operations fail like AWS does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+
+class FaultyClient:
+    """Delegates to a real (moto) client; operations in `failing` raise a ClientError."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.failing: set[str] = set()
+        self.calls: list[str] = []
+
+    def fail(self, *operations: str) -> None:
+        self.failing.update(operations)
+
+    def heal(self) -> None:
+        self.failing.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute) or name.startswith("_") or name in ("meta", "exceptions"):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name in self.failing:
+                raise ClientError(
+                    {"Error": {"Code": "ServiceUnavailable", "Message": "injected fault"}},
+                    operation_name=name,
+                )
+            return attribute(*args, **kwargs)
+
+        return call
