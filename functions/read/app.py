@@ -61,6 +61,10 @@ def egress_ips():
     return json_response(200, {"egress_ips": list(settings().egress_ips)})
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_REST,
+    log_event=False,  # a bind event carries the secret
+    clear_state=True,  # keys appended for one request must not label the next one
+)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -29,6 +29,10 @@ def delete_binding(binding_id: Annotated[str, Path()]):
     return Response(status_code=204, body="")
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_REST,
+    log_event=False,  # a bind event carries the secret
+    clear_state=True,  # keys appended for one request must not label the next one
+)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -221,6 +221,7 @@ def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, ser
         except StorageError:
             logger.error("rotation could not be undone", extra={"binding_id": binding.binding_id})
         raise
+    _discard(services, saved, pending)  # the new current version needs no AWSPENDING label any more
     return Outcome(saved, result.report)
 
 

@@ -80,3 +80,45 @@ def delete_event(binding_id: str, *, principal: str = PLATFORM_A) -> dict:
 
 def list_event(query: dict[str, str] | None = None, *, principal: str = PLATFORM_A) -> dict:
     return api_event("GET", "/bindings", query=query, principal=principal)
+
+
+def created(stack, key: DemoKey, **overrides: Any) -> dict:
+    """Bind `key` through the handler and return the created binding."""
+    from functions.bind import app as bind_function
+
+    response = stack.invoke(bind_function, bind_event(bind_body(key, **overrides)))
+    assert response.status == 201, response
+    return response.json["binding"]
+
+
+def secret_of(stack, binding_id: str) -> dict:
+    return stack.secretsmanager.describe_secret(SecretId=f"keyhealth/test-stack/{binding_id}")
+
+
+def current_api_key(stack, binding_id: str, stage: str = "AWSCURRENT") -> str:
+    import json
+
+    value = stack.secretsmanager.get_secret_value(SecretId=f"keyhealth/test-stack/{binding_id}", VersionStage=stage)
+    return json.loads(value["SecretString"])["api_key"]
+
+
+def assert_fully_present(stack, binding_id: str, api_key: str) -> None:
+    """Metadata, key marker and a live secret all exist, and the secret is `api_key`'s."""
+    items = {i["sk"]["S"]: i for i in stack.table_items()}
+    binding = items[f"B#{binding_id}"]
+    assert binding["api_key_masked"]["S"] == f"{api_key[:4]}...{api_key[-4:]}"
+    markers = [i for sk, i in items.items() if sk.startswith("K#") and i["binding_id"]["S"] == binding_id]
+    assert len(markers) == 1
+    assert "DeletedDate" not in secret_of(stack, binding_id)
+    assert current_api_key(stack, binding_id) == api_key
+
+
+def assert_fully_absent(stack, binding_id: str | None = None) -> None:
+    """No metadata, no marker, and no live secret (none at all, or one scheduled for deletion)."""
+    items = stack.table_items()
+    if binding_id is None:
+        assert items == []
+        assert stack.secret_names() == []
+        return
+    assert not [i for i in items if binding_id in str(i)]
+    assert f"keyhealth/test-stack/{binding_id}" not in stack.secret_names()

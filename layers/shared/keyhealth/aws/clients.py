@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from typing import Any
+
+# botocore logs whole request bodies at DEBUG, CreateSecret's SecretString included: keep it
+# quiet whatever level an operator sets for the function's own logs.
+for _name in ("botocore", "boto3", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @cache

@@ -73,13 +73,11 @@ class SecretsManagerStore:
 
     def promote(self, secret_id: str, version_id: str) -> None:
         current = self.current_version(secret_id)
+        # One call, so that a failure leaves AWSCURRENT where it was. Moving AWSCURRENT makes
+        # Secrets Manager label the old version AWSPREVIOUS.
         with storage_call("secretsmanager:UpdateSecretVersionStage"):
-            # Moving AWSCURRENT makes Secrets Manager label the old version AWSPREVIOUS.
             self._client.update_secret_version_stage(
                 SecretId=secret_id, VersionStage="AWSCURRENT", MoveToVersionId=version_id, RemoveFromVersionId=current
-            )
-            self._client.update_secret_version_stage(
-                SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=version_id
             )
 
     def demote(self, secret_id: str, version_id: str, *, restore_version_id: str) -> None:

@@ -8,6 +8,7 @@ Nothing here imports AWS. An adapter answers `check(credentials, scopes)` with a
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +23,10 @@ import httpx
 from keyhealth.credentials import Credentials
 from keyhealth.findings import make_finding
 from keyhealth.model import Exchange, Finding, FindingCode, Permissions, Report, Scope
+
+# httpx/httpcore log request lines and headers at DEBUG (our api key header among them).
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 5.0
