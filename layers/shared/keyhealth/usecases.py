@@ -54,6 +54,8 @@ class RotateCommand:
 class Outcome:
     binding: Binding
     report: Report
+    # Other bindings of the same exchange account (Binance uid, Bitget userId...) under other keys.
+    same_account_bindings: tuple[str, ...] = ()
 
 
 def api_key_hash(exchange: Exchange, api_key: str) -> str:
@@ -123,7 +125,19 @@ def bind_key(command: BindCommand, tenant: str, services: Services) -> Outcome:
     except StorageError as error:
         _forget_secret(services, secret_id, binding_id)
         raise StorageFailure("metadata_write") from error
-    return Outcome(binding, result.report)
+    return Outcome(binding, result.report, _same_account(services, binding))
+
+
+def _same_account(services: Services, binding: Binding) -> tuple[str, ...]:
+    """Best effort: the binding is stored; failing to list its siblings must not fail the bind."""
+    if not binding.account_id:
+        return ()
+    try:
+        ids = services.bindings.bindings_of_account(binding.tenant, binding.exchange, binding.account_id)
+    except StorageError:
+        logger.warning("could not list bindings of the same account", extra={"binding_id": binding.binding_id})
+        return ()
+    return tuple(i for i in ids if i != binding.binding_id)
 
 
 def _forget_secret(services: Services, secret_id: str, binding_id: str) -> None:

@@ -170,3 +170,20 @@ class TestIdempotency:
         response = stack.invoke(bind_function, bind_event(bind_body(key), headers={"Idempotency-Key": "has space"}))
         assert response.status == 400
         assert response.json["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_a_second_key_of_the_same_exchange_account_is_visible(stack):
+    sim = stack.exchanges.simulators["binance"]
+    first_key = stack.exchanges.key("binance", "healthy")
+    uid = sim.keys[first_key.api_key].uid
+    second_api_key, second_secret = "S" * 64, "s" * 64
+    sim.add_key(uid=uid, api_key=second_api_key, secret=second_secret, ip_whitelist=("127.0.0.2",))
+
+    first = stack.invoke(bind_function, bind_event(bind_body(first_key)))
+    second_body = bind_body(first_key, api_key=second_api_key, api_secret=second_secret, scopes=["spot"])
+    second = stack.invoke(bind_function, bind_event(second_body))
+
+    assert (first.status, second.status) == (201, 201), second
+    assert "same_account_bindings" not in first.json
+    assert second.json["binding"]["account_id"] == first.json["binding"]["account_id"]
+    assert second.json["same_account_bindings"] == [first.json["binding"]["binding_id"]]

@@ -195,4 +195,7 @@ def documented(status: int, model: type | None, description: str, *errors: int) 
 
 
 def outcome_body(outcome: Any) -> dict[str, Any]:
-    return {"binding": outcome.binding.to_public_dict(), "report": outcome.report.to_dict()}
+    body = {"binding": outcome.binding.to_public_dict(), "report": outcome.report.to_dict()}
+    if outcome.same_account_bindings:
+        body["same_account_bindings"] = list(outcome.same_account_bindings)
+    return body

@@ -54,6 +54,7 @@ class BindingOut(BaseModel):
 class BindingWithReport(BaseModel):
     binding: BindingOut
     report: ReportOut
+    same_account_bindings: list[str] | None = None  # other keys of the same exchange account
 
 
 class BindingList(BaseModel):
