@@ -42,6 +42,13 @@ def serve() -> Iterator[callable]:
 
 @pytest.fixture
 def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """Capture every log record at DEBUG, for tests that assert nothing secret is logged."""
+    """Capture every log record at DEBUG, for tests that assert nothing secret is logged.
+
+    httpx and httpcore are turned up too (keyhealth keeps them at WARNING): even an operator
+    who enables their debug logs must not see a credential. botocore stays quiet: at DEBUG it
+    logs request bodies, which is why keyhealth pins it to WARNING in production as well.
+    """
     caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
     return caplog

@@ -13,7 +13,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from keyhealth.api.requests import MAX_BODY_BYTES, InvalidRequest
@@ -81,18 +84,43 @@ def record_check(exchange: str, status: str) -> None:
         pass
 
 
+class BodyTooLarge(ValueError):
+    """The request body is over MAX_BODY_BYTES."""
+
+
+def _too_large() -> Response:
+    return error_response(400, "body_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+
+
+def _json_object(body: str) -> dict[str, Any]:
+    # Powertools validates the body before any middleware runs, so the limit is applied where
+    # the body is parsed: a large body is refused as such, not parsed and judged field by field.
+    if len(body.encode()) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    value = json.loads(body)
+    # Powertools would take the first element of a list as the body (a form-data convenience).
+    if not isinstance(value, dict):
+        raise InvalidRequest("invalid_request", "the body must be a JSON object", "body")
+    return value
+
+
 def _limit_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+    """The same limit on routes that take no body (and so never parse one)."""
     event = app.current_event
     body = event.body or ""
     size = len(body.encode()) if not event.is_base64_encoded else len(body) * 3 // 4
     if size > MAX_BODY_BYTES:
-        return error_response(400, "body_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        return _too_large()
     return next_middleware(app)
 
 
 def new_resolver() -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_json_object)
     app.use(middlewares=[_limit_body])
+
+    @app.exception_handler(BodyTooLarge)
+    def _body_too_large(error: BodyTooLarge) -> Response:
+        return _too_large()
 
     @app.exception_handler(RequestValidationError)
     def _invalid(error: RequestValidationError) -> Response:
@@ -108,6 +136,10 @@ def new_resolver() -> APIGatewayRestResolver:
         body = {"error": {"code": "invalid_request", "message": f"{first['field']}: {first['problem']}"}}
         body["error"]["details"] = details
         return json_response(400, body)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _not_json(error: RequestUnsupportedContentType) -> Response:
+        return error_response(400, "unsupported_content_type", "the body must be JSON (Content-Type: application/json)")
 
     @app.exception_handler(InvalidRequest)
     def _bad_input(error: InvalidRequest) -> Response:

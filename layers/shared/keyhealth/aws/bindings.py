@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -282,8 +283,42 @@ class DynamoBindingRepository:
                 actions.append({"Delete": {"TableName": self._table, "Key": self._key(previous.tenant, old)}})
             if marker := self._put_account_marker(saved):
                 actions.append(marker)
+        if len(actions) == 1:
+            # Only the binding itself changes (every verify and audit check): a plain
+            # conditional put is cheaper than a transaction.
+            put = actions[0]["Put"]
+            try:
+                self._client.put_item(**put)
+            except ClientError as error:
+                if error_code(error) == "ConditionalCheckFailedException":
+                    raise ConcurrentUpdate("the binding changed meanwhile; read it again and retry") from None
+                raise StorageError("dynamodb:PutItem(save)", error_code(error)) from None
+            except BotoCoreError as error:
+                raise StorageError("dynamodb:PutItem(save)", type(error).__name__) from None
+            return saved
         self._transact("save", actions, saved)
         return saved
+
+    # ---------------------------------------------------------------- audit
+    shards = SHARDS
+
+    def iter_exchange(self, exchange: Exchange, shard: int) -> Iterator[tuple[str, str]]:
+        """(tenant, binding_id) of one shard of an exchange's bindings, page by page (ByExchange)."""
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": BY_EXCHANGE,
+            "KeyConditionExpression": "gsi2pk = :pk",
+            "ExpressionAttributeValues": {":pk": _s(f"X#{exchange.value}#{shard:02d}")},
+            "ProjectionExpression": "tenant, binding_id",
+        }
+        while True:
+            with storage_call("dynamodb:Query(ByExchange)"):
+                answer = self._client.query(**params)
+            for item in answer.get("Items", []):
+                yield item["tenant"]["S"], item["binding_id"]["S"]
+            if "LastEvaluatedKey" not in answer:
+                return
+            params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
     def delete(self, binding: Binding) -> None:
         actions = [

@@ -62,6 +62,7 @@ class CheckResult:
     report: Report
     account_id: str | None = None  # the exchange's account id (Binance uid, Bitget userId), when asked for
     retry_after: float | None = None  # seconds the exchange asked us to wait, when it did
+    requests: tuple[str, ...] = ()  # the paths this check called, for the rate budget to settle
 
     @property
     def transient(self) -> bool:
@@ -126,6 +127,9 @@ class ReportDraft:
     trading_expires_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
     account_id: str | None = None
+    # False for the nightly audit: one cheap call per key; confirmations that cost more weight
+    # (Binance's futures account) are left to bind and verify.
+    thorough: bool = True
 
     def add(self, code: FindingCode, **context: Any) -> None:
         context.setdefault("egress_ips", self.egress_ips)
@@ -206,6 +210,7 @@ class ExchangeAdapter(ABC):
         self._blocked_until = 0.0  # honour Retry-After: no calls before this moment
         self._blocked_code = FindingCode.RATE_LIMITED
         self._lock = threading.Lock()
+        self._local = threading.local()  # per-thread: the paths the running check has called
 
     # ----------------------------------------------------------------- public API
     def check(
@@ -214,25 +219,34 @@ class ExchangeAdapter(ABC):
         scopes: Collection[Scope],
         *,
         identify_account: bool = False,
+        thorough: bool = True,
     ) -> CheckResult:
         """Ask the exchange about `credentials` and say whether they serve `scopes`.
 
         `identify_account` also fetches the exchange's account id where that costs an
-        extra call (bind does, the nightly audit does not).
+        extra call (bind does, the nightly audit does not); `thorough=False` skips
+        confirmations that cost extra weight (the audit's light check).
         """
         draft = ReportDraft(
             exchange=self.exchange,
             egress_ips=self.egress_ips,
             checked_at=datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0),
+            thorough=thorough,
         )
         retry_after: float | None = None
+        self._local.sent = []
         try:
             self._honour_cooldown()
             self._inspect(credentials, frozenset(scopes), draft, identify_account)
         except CheckAborted as stop:
             draft.findings.append(stop.finding)
             retry_after = stop.retry_after
-        return CheckResult(report=draft.finish(), account_id=draft.account_id, retry_after=retry_after)
+        return CheckResult(
+            report=draft.finish(),
+            account_id=draft.account_id,
+            retry_after=retry_after,
+            requests=tuple(self._local.sent),
+        )
 
     # ------------------------------------------------------- for exchange modules
     @abstractmethod
@@ -259,6 +273,9 @@ class ExchangeAdapter(ABC):
 
     def _send(self, request: httpx.Request) -> httpx.Response:
         """Send one request; network failures and the universal HTTP statuses become findings."""
+        sent = getattr(self._local, "sent", None)
+        if sent is not None:
+            sent.append(request.url.path)
         try:
             response = self._client.send(request)
         except httpx.TimeoutException:

@@ -39,6 +39,7 @@ from keyhealth.exchanges.base import (
     retry_after_seconds,
 )
 from keyhealth.model import Exchange, FindingCode, Permissions, Scope
+from keyhealth.ratelimits import Pool, RatePlan
 
 PRODUCTION_BASE_URL = "https://api.binance.com"
 PRODUCTION_FUTURES_BASE_URL = "https://fapi.binance.com"
@@ -68,6 +69,27 @@ FUTURES_CHECK_COST: dict[str, int] = {"fapi": 5}
 IDENTIFY_COST: dict[str, int] = {"api": 20}
 #: Added when a timestamp error makes us read the exchange clock (/api/v3/time: 1).
 RESYNC_COST: dict[str, int] = {"api": 1}
+
+
+def _binance_weights(path: str) -> list[tuple[str, int]]:
+    if path == API_RESTRICTIONS_PATH:
+        return [(f"sapi:{API_RESTRICTIONS_PATH}", 1)]
+    if path == ACCOUNT_PATH:
+        return [("api", 20)]
+    if path.startswith("/fapi/"):
+        return [("fapi", 5 if path == FUTURES_ACCOUNT_CONFIG_PATH else 1)]
+    return [("api", 1)]  # /api/v3/time and anything else on the spot API
+
+
+#: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits).
+RATE_PLAN = RatePlan(
+    exchange=Exchange.BINANCE,
+    pools=tuple(Pool(name, limit, window) for name, (limit, window) in IP_LIMITS.items()),
+    weights=_binance_weights,
+    audit_check_paths=(API_RESTRICTIONS_PATH,),
+    # Binance always sends Retry-After with 429/418; this is for a bare 5xx-style throttle.
+    default_backoff_seconds=5.0,
+)
 
 
 def check_cost(scopes: Sequence[Scope] | frozenset[Scope], identify_account: bool = False) -> dict[str, int]:
@@ -264,13 +286,15 @@ class BinanceAdapter(ExchangeAdapter):
         draft.ip_whitelist = None  # Binance does not reveal the list
         draft.trading_expires_at = parse_trading_expiry(restrictions)
 
-        skip = {Scope.FUTURES}  # judged below, with the futures API's own answer
+        # Judged below with the futures API's own answer, except in the audit's light check:
+        # /fapi costs weight 5 from a 2400/min pool, so there the enableFutures flag decides.
+        skip = {Scope.FUTURES} if draft.thorough else set()
         trading_expired = self._assess_trading_expiry(scopes, draft)
         if trading_expired:
             skip.add(Scope.SPOT)
         draft.assess_common(scopes, skip_scopes=skip)
 
-        if Scope.FUTURES in scopes:
+        if Scope.FUTURES in scopes and draft.thorough:
             self._assess_futures(credentials, signer, draft)
         if identify_account:
             self._identify(credentials, signer, draft)

@@ -26,6 +26,7 @@ from keyhealth.exchanges.base import (
     ReportDraft,
 )
 from keyhealth.model import Exchange, FindingCode, Permissions, Scope, Severity
+from keyhealth.ratelimits import Pool, RatePlan
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,22 @@ UID_LIMITS: dict[str, tuple[int, float]] = {
 #: "When over the limit, the system will automatically restrict the request and recover after
 #: 5 minutes" (exchanges.md 3.4). BingX documents no Retry-After header, so this is our wait.
 RATE_LIMIT_RECOVERY_SECONDS = 300.0
+
+#: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits):
+#: each request counts in the account group's total and in its own interface's counter.
+RATE_PLAN = RatePlan(
+    exchange=Exchange.BINGX,
+    pools=(
+        Pool("account_group_requests", *IP_LIMITS["account_group_requests"]),
+        Pool(f"interface:{API_PERMISSIONS_PATH}", *IP_LIMITS["interface_requests"]),
+        Pool(f"interface:{UID_PATH}", *IP_LIMITS["interface_requests"]),
+        Pool(f"interface:{SERVER_TIME_PATH}", *IP_LIMITS["interface_requests"]),
+    ),
+    weights=lambda path: [("account_group_requests", 1), (f"interface:{path}", 1)],
+    audit_check_paths=(API_PERMISSIONS_PATH,),
+    default_backoff_seconds=RATE_LIMIT_RECOVERY_SECONDS,
+    max_backoff_seconds=RATE_LIMIT_RECOVERY_SECONDS,
+)
 
 # --------------------------------------------------------------------------- permission codes
 # exchanges.md 3.1: 1 spot, 2 read, 3 perpetual futures, 4 universal transfer, 5 withdraw,

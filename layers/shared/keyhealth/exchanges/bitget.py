@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from keyhealth.credentials import Credentials, KeyType
 from keyhealth.exchanges.base import CheckAborted, ExchangeAdapter, ExchangeError, ReportDraft
 from keyhealth.model import Exchange, FindingCode, Permissions, Scope
+from keyhealth.ratelimits import Pool, RatePlan
 
 ACCOUNT_INFO_CLASSIC = "/api/v2/spot/account/info"
 ACCOUNT_INFO_UNIFIED = "/api/v3/account/info"
@@ -59,6 +60,19 @@ CHECK_COST: Mapping[str, Mapping[str, int]] = {
     "classic": {"ip_requests": 1, ACCOUNT_INFO_CLASSIC: 1},
     "unified": {"ip_requests": 2, ACCOUNT_INFO_CLASSIC: 1, ACCOUNT_INFO_UNIFIED: 1},
 }
+
+#: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits):
+#: every request counts once against the 6000/min per-IP limit.
+RATE_PLAN = RatePlan(
+    exchange=Exchange.BITGET,
+    pools=(Pool("ip_requests", IP_LIMITS["requests_per_minute"], 60.0),),
+    weights=lambda path: [("ip_requests", 1)],
+    audit_check_paths=(ACCOUNT_INFO_CLASSIC,),
+    # A bare 429 is usually the 1/s per-UID limit (our IP share stays under 6000/min); if it is
+    # the IP lockout, doubling reaches its 5 minutes within a few strikes.
+    default_backoff_seconds=2.0,
+    max_backoff_seconds=float(IP_LIMITS["lockout_seconds"]),
+)
 
 # ---------------------------------------------------------------- error table
 _C = FindingCode

@@ -1,0 +1,279 @@
+"""What the audit decides, as pure functions: which alerts a check deserves, which failures
+are one incident, and the run's summary. No AWS, no HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from keyhealth import alerts
+from keyhealth.alerts import Alert
+from keyhealth.binding import Binding
+from keyhealth.model import Exchange, Report, Severity, Status, format_time
+
+EXPIRY_REMINDER_DAYS = (14, 7, 1)
+UNREACHABLE_AFTER = 3  # audits in a row the exchange could not be asked before ops hear of it
+INCIDENT_MIN_COUNT = 3
+INCIDENT_MIN_SHARE = 0.5
+NEWLY_FAILING_LISTED = 100  # the summary lists at most this many; the count is always exact
+
+
+@dataclass(frozen=True)
+class AuditTask:
+    """One SQS message: one binding to check in one run."""
+
+    run_id: str
+    exchange: Exchange
+    tenant: str
+    binding_id: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "exchange": self.exchange.value,
+                "tenant": self.tenant,
+                "binding_id": self.binding_id,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditTask:
+        data = json.loads(text)
+        return cls(data["run_id"], Exchange(data["exchange"]), data["tenant"], data["binding_id"])
+
+
+@dataclass(frozen=True)
+class HeldAlert:
+    """An alert kept until the run ends, so that correlated ones can fold into an incident."""
+
+    binding_id: str
+    exchange: Exchange
+    code: str  # the finding code that explains it (for incident folding)
+    kind: str  # binding_status_changed | binding_unreachable | trading_permission_expiring
+    alert: Alert
+    newly_failing: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "binding_id": self.binding_id,
+            "exchange": self.exchange.value,
+            "code": self.code,
+            "kind": self.kind,
+            "newly_failing": self.newly_failing,
+            "alert": {
+                "subject": self.alert.subject,
+                "body": self.alert.body,
+                "text": self.alert.text,
+                "attributes": self.alert.attributes,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeldAlert:
+        a = data["alert"]
+        return cls(
+            binding_id=data["binding_id"],
+            exchange=Exchange(data["exchange"]),
+            code=data["code"],
+            kind=data["kind"],
+            newly_failing=bool(data.get("newly_failing")),
+            alert=Alert(subject=a["subject"], body=a["body"], text=a["text"], attributes=a["attributes"]),
+        )
+
+
+def main_code(report: Report) -> str:
+    """The code that best explains a report: its first error, else its first transient finding."""
+    for severity in (Severity.ERROR, Severity.TRANSIENT, Severity.WARNING):
+        for finding in report.findings:
+            if finding.severity is severity:
+                return finding.code.value
+    return "none"
+
+
+@dataclass
+class Assessment:
+    """The outcome of recording one audit check."""
+
+    binding: Binding  # as it must be stored
+    held: list[HeldAlert] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+def assess(before: Binding, report: Report, now: datetime) -> Assessment:
+    """Record `report` on `before`: the binding to store, the alerts it deserves, the counters.
+
+    A transient result never changes the stored status (contract, "Finding codes"); the third
+    unknown in a row raises one `binding_unreachable`; expiring trading rights are reminded
+    of at 14, 7 and 1 days, once each.
+    """
+    after = before.recorded(report, now=now)
+    exchange = before.exchange.value
+    code = main_code(report)
+    result = Assessment(binding=after)
+    result.counters[f"checked.{exchange}"] += 1
+    result.counters[f"status.{exchange}.{report.status.value}"] += 1
+    if report.status is Status.UNKNOWN:
+        result.counters[f"transient.{exchange}.{code}"] += 1
+    if after.status is not before.status:
+        newly_failing = after.status is Status.FAILING
+        if newly_failing:
+            result.counters[f"newly_failing.{exchange}.{code}"] += 1
+        result.held.append(
+            HeldAlert(
+                binding_id=after.binding_id,
+                exchange=after.exchange,
+                code=code,
+                kind="binding_status_changed",
+                alert=alerts.status_changed(after, before.status, report),
+                newly_failing=newly_failing,
+            )
+        )
+    if after.unknown_streak == UNREACHABLE_AFTER:
+        result.held.append(
+            HeldAlert(after.binding_id, after.exchange, code, "binding_unreachable", alerts.unreachable(after, report))
+        )
+    reminder, extra = _expiry_reminder(after, report, now)
+    if extra is not None:
+        result.binding = replace(after, extra={**after.extra, "expiry_reminders": extra})
+    if reminder is not None:
+        result.held.append(
+            HeldAlert(
+                after.binding_id, after.exchange, "trading_permission_expiring", "trading_permission_expiring", reminder
+            )
+        )
+    return result
+
+
+def _expiry_reminder(binding: Binding, report: Report, now: datetime) -> tuple[Alert | None, dict | None]:
+    expires = report.trading_expires_at
+    if expires is None or expires <= now:
+        return None, None
+    days_left = (expires - now).total_seconds() / 86400
+    state = binding.extra.get("expiry_reminders") or {}
+    sent = set(state.get("sent", [])) if state.get("expires_at") == format_time(expires) else set()
+    due = [d for d in EXPIRY_REMINDER_DAYS if days_left <= d and d not in sent]
+    if not due:
+        return None, None
+    sent.update(due)  # crossing 14 and 7 at once (e.g. a new binding) reminds once, not twice
+    state = {"expires_at": format_time(expires), "sent": sorted(sent, reverse=True)}
+    return alerts.trading_expiring(binding, expires, math.ceil(days_left)), state
+
+
+# ------------------------------------------------------------------------------ incidents
+LIKELY_CAUSES = {
+    "ip_not_whitelisted": "the platform's egress IP changed, or users whitelisted another address",
+    "key_rejected": "the platform's egress IP changed (Binance reports it as an invalid key, IP or permission)",
+    "egress_blocked": "the exchange blocks the egress IP (a ban, or a restricted location: check the region)",
+    "exchange_unavailable": "the exchange is down or in maintenance",
+    "timeout": "the exchange, or the network path to it, is not answering",
+    "rate_limited": "the egress IP is throttled: other traffic shares it, or AUDIT_BUDGET_SHARE is too high",
+    "clock_skew": "the platform's clock is off",
+    "invalid_api_key": "the exchange invalidated many keys at once (a security event or a policy change)",
+    "account_restricted": "the exchange restricted many accounts at once",
+}
+
+
+@dataclass(frozen=True)
+class Incident:
+    run_id: str
+    exchange: Exchange
+    code: str
+    count: int
+    total: int
+    detected_at: datetime
+
+    @property
+    def share(self) -> float:
+        return round(self.count / self.total, 3) if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "incident",
+            "run_id": self.run_id,
+            "exchange": self.exchange.value,
+            "code": self.code,
+            "count": self.count,
+            "total": self.total,
+            "share": self.share,
+            "likely_cause": LIKELY_CAUSES.get(self.code, "many keys of one exchange failed the same way at once"),
+            "detected_at": format_time(self.detected_at),
+        }
+
+
+def detect_incidents(run_id: str, counters: dict[str, int], now: datetime) -> list[Incident]:
+    """One incident per (exchange, code) that hit a large share of the exchange's checks in a run:
+    bindings newly failing with that code, or checks that could not reach the exchange."""
+    found = []
+    for exchange in Exchange:
+        total = counters.get(f"checked.{exchange.value}", 0)
+        if not total:
+            continue
+        per_code: Counter[str] = Counter()
+        for key, value in counters.items():
+            kind, _, rest = key.partition(".")
+            if kind in ("newly_failing", "transient") and rest.startswith(f"{exchange.value}."):
+                per_code[rest.split(".", 1)[1]] += value
+        for code, count in sorted(per_code.items()):
+            if count >= INCIDENT_MIN_COUNT and count / total >= INCIDENT_MIN_SHARE:
+                found.append(Incident(run_id, exchange, code, count, total, now))
+    return found
+
+
+def release(held: list[HeldAlert], incidents: list[Incident]) -> list[HeldAlert]:
+    """The held alerts to publish: those an incident explains are folded into it."""
+    folded = {(i.exchange, i.code) for i in incidents}
+    return [h for h in held if h.kind == "trading_permission_expiring" or (h.exchange, h.code) not in folded]
+
+
+# ------------------------------------------------------------------------------- summary
+def summarise(
+    run_id: str,
+    counters: dict[str, int],
+    held: list[HeldAlert],
+    incidents: list[Incident],
+    started_at: datetime,
+    finished_at: datetime,
+) -> dict[str, Any]:
+    by_exchange: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("total", *map(str, Status)), 0))
+    for exchange in Exchange:
+        checked = counters.get(f"checked.{exchange.value}", 0)
+        if not checked:
+            continue
+        row = by_exchange[exchange.value]
+        row["total"] = checked
+        for status in Status:
+            row[status.value] = counters.get(f"status.{exchange.value}.{status.value}", 0)
+    totals = dict.fromkeys(("total", *map(str, Status)), 0)
+    for row in by_exchange.values():
+        for key, value in row.items():
+            totals[key] += value
+    duration = max((finished_at - started_at).total_seconds(), 0.001)
+    newly_failing = [
+        {
+            "binding_id": h.binding_id,
+            "tenant": h.alert.body.get("tenant"),
+            "user_id": h.alert.body.get("user_id"),
+            "exchange": h.exchange.value,
+            "codes": [f["code"] for f in h.alert.body.get("findings", []) if f["severity"] == "error"],
+        }
+        for h in held
+        if h.newly_failing
+    ]
+    return {
+        "type": "audit_summary",
+        "run_id": run_id,
+        "started_at": format_time(started_at),
+        "finished_at": format_time(finished_at),
+        "duration_seconds": round(duration, 1),
+        "checks_per_second": round(totals["total"] / duration, 2),
+        "counts": totals,
+        "by_exchange": dict(by_exchange),
+        "newly_failing_count": len(newly_failing),
+        "newly_failing": newly_failing[:NEWLY_FAILING_LISTED],
+        "incidents": [i.to_dict() for i in incidents],
+    }
