@@ -44,6 +44,11 @@ class Settings:
     egress_source_address: str | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+    # Slack notifier: no secret ARN means no Slack (the stack deploys it only when one is given).
+    slack_webhook_secret_arn: str = ""
+    slack_dlq_url: str = ""  # where messages Slack did not take are kept
+    slack_max_attempts: int = 5
+    slack_retry_after_cap: float = 15.0  # seconds: the longest wait honoured on one 429
 
     def base_url(self, exchange: Exchange) -> str:
         return {
@@ -77,6 +82,12 @@ class Settings:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise ConfigError(f"EGRESS_IPS must be comma-separated IP addresses, got {ip!r}") from None
+        slack_secret = text("SLACK_WEBHOOK_SECRET_ARN")
+        if slack_secret and not (slack_secret.startswith("arn:") and ":secretsmanager:" in slack_secret):
+            raise ConfigError(f"SLACK_WEBHOOK_SECRET_ARN must be a Secrets Manager secret ARN, got {slack_secret!r}")
+        slack_dlq = text("SLACK_DLQ_URL")
+        if slack_dlq and not slack_dlq.startswith(("https://", "http://")):
+            raise ConfigError(f"SLACK_DLQ_URL must be an SQS queue URL, got {slack_dlq!r}")
         urls = {}
         for name, default in DEFAULT_BASE_URLS.items():
             url = text(name) or default
@@ -96,6 +107,10 @@ class Settings:
             egress_source_address=text("KEYHEALTH_EGRESS_SOURCE") or None,
             connect_timeout=number("EXCHANGE_CONNECT_TIMEOUT", 3.0, 0.1, 30.0),
             read_timeout=number("EXCHANGE_READ_TIMEOUT", 5.0, 0.1, 60.0),
+            slack_webhook_secret_arn=slack_secret,
+            slack_dlq_url=slack_dlq,
+            slack_max_attempts=int(number("SLACK_MAX_ATTEMPTS", 5, 1, 10)),
+            slack_retry_after_cap=number("SLACK_RETRY_AFTER_CAP", 15.0, 0.0, 300.0),
             **urls,
         )
 

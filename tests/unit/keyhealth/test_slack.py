@@ -1,0 +1,230 @@
+"""Alert bodies become Slack Block Kit payloads that Slack accepts, say what to do, and stay in its limits."""
+
+import json
+
+import pytest
+
+from keyhealth.model import FindingCode, Status
+from keyhealth.slack import BLOCK_LIMIT, HEADER_LIMIT, MAX_FINDINGS, SECTION_LIMIT, blocks_for
+from tests.support.slack import (
+    all_text,
+    audit_summary_body,
+    block_kit_problems,
+    expiring_body,
+    incident_body,
+    status_change,
+    unreachable_body,
+)
+
+C = FindingCode
+
+
+def _blocks(payload, kind):
+    return [b for b in payload["blocks"] if b["type"] == kind]
+
+
+def _sections(payload):
+    return [b["text"]["text"] for b in _blocks(payload, "section") if "text" in b]
+
+
+def _fields(payload):
+    return [f["text"] for b in _blocks(payload, "section") for f in b.get("fields", [])]
+
+
+def _header(payload):
+    return _blocks(payload, "header")[0]["text"]["text"]
+
+
+BODIES = {
+    "failing": status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED, C.WITHDRAW_ENABLED).body,
+    "degraded": status_change(Status.HEALTHY, C.NO_IP_RESTRICTION).body,
+    "healthy again": status_change(Status.FAILING).body,
+    "unknown": status_change(Status.HEALTHY, C.TIMEOUT).body,
+    "audit summary": audit_summary_body(),
+    "quiet audit summary": audit_summary_body(newly_failing=0, incidents=0),
+    "incident": incident_body(),
+    "unreachable": unreachable_body(),
+    "expiring": expiring_body(),
+    "unknown type": {"type": "key_rotated_by_exchange", "binding_id": "bnd_1", "exchange": "bitget", "n": 1},
+    "no type": {"hello": "world"},
+    "known type, odd shape": {"type": "binding_status_changed", "findings": "oops", "status": None},
+    "summary, odd shape": {"type": "audit_summary", "counts": "x", "by_exchange": [1], "incidents": "no"},
+    "incident, empty": {"type": "incident"},
+    "empty": {},
+}
+
+
+@pytest.mark.parametrize("name", BODIES)
+def test_every_message_type_renders_valid_block_kit(name):
+    # When
+    payload = blocks_for(BODIES[name], None)
+    # Then
+    assert block_kit_problems(payload) == []
+    assert payload["blocks"][0]["type"] == "header"
+    assert payload["blocks"][-1]["type"] == "context"
+
+
+def test_status_change_says_what_happened_and_what_to_do():
+    # Given the alert the API publishes when a key starts failing
+    alert = status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED, C.WITHDRAW_ENABLED)
+    # When
+    payload = blocks_for(alert.body, alert.subject)
+    # Then
+    assert payload["text"] == alert.subject.replace(">", "&gt;")
+    assert _header(payload) == ":red_circle: Binance key vmPU...A4Ge of user u-42: healthy → failing"
+    happened = _sections(payload)[0]
+    assert "is now *failing*" in happened
+    assert "*What to do (the key's owner):* Add 203.0.113.10 to the key's IP whitelist on Binance" in happened
+    assert "1 other finding below has its own fix" in happened
+    fields = _fields(payload)
+    assert "*Exchange*\nBinance" in fields
+    assert "*Binding*\n`bnd_01JSLACKTEST`" in fields
+    assert "*User*\n`u-42`" in fields
+    assert "*Status change*\nhealthy → *failing*" in fields
+    findings = _sections(payload)[1:]
+    assert findings[0].startswith(":red_circle: `ip_not_whitelisted` (error, for the key's owner)")
+    assert "*Fix:* Edit the key on Binance (Account, API Management) and untick" in findings[1]
+    assert _blocks(payload, "context")[-1]["elements"][0]["text"] == "Checked 2026-11-21T02:00:00Z"
+
+
+def test_healthy_again_needs_nothing():
+    payload = blocks_for(status_change(Status.FAILING).body, None)
+    assert "is *healthy* again" in _sections(payload)[0]
+    assert "*What to do:* nothing" in _sections(payload)[0]
+
+
+def test_long_finding_lists_are_cut_with_and_n_more():
+    # Given a body with 25 findings
+    body = status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED).body
+    body["findings"] = [dict(body["findings"][0], code=f"code_{i:02d}") for i in range(25)]
+    # When
+    payload = blocks_for(body, None)
+    # Then
+    assert block_kit_problems(payload) == []
+    assert len(_sections(payload)) == 1 + MAX_FINDINGS
+    more = _blocks(payload, "context")[0]["elements"][0]["text"]
+    assert more.startswith("and 15 more findings: code_10, code_11")
+
+
+def test_errors_come_before_warnings_and_info():
+    body = status_change(Status.HEALTHY, C.WHITESPACE_TRIMMED, C.WITHDRAW_ENABLED, C.INVALID_SECRET).body
+    codes = [s.split("`")[1] for s in _sections(blocks_for(body, None))[1:]]
+    assert codes == ["invalid_secret", "withdraw_enabled", "whitespace_trimmed"]
+
+
+def test_header_and_sections_stay_within_slack_limits():
+    # Given a 128-character user id and an exchange message of 5000 characters
+    alert = status_change(Status.HEALTHY, C.KEY_REJECTED, user_id="u" * 128, exchange_message="x" * 5000)
+    # When
+    payload = blocks_for(alert.body, alert.subject)
+    # Then
+    assert len(_header(payload)) == HEADER_LIMIT
+    assert _header(payload).endswith("…")
+    assert all(len(text) <= SECTION_LIMIT for text in _sections(payload))
+    assert block_kit_problems(payload) == []
+
+
+def test_text_from_the_exchange_cannot_ping_or_link():
+    # Given an exchange error text with Slack control sequences
+    alert = status_change(
+        Status.HEALTHY, C.KEY_REJECTED, exchange_message="<!channel> see <https://evil.test|here> & co"
+    )
+    # When
+    text = all_text(blocks_for(alert.body, alert.subject))
+    # Then
+    assert "<!channel>" not in text
+    assert "<https://" not in text
+    assert "&lt;!channel&gt; see &lt;https://evil.test|here&gt; &amp; co" in text
+
+
+def test_only_the_body_is_rendered():
+    # The binding's secret id is on the domain object but not in the body: it must not appear.
+    alert = status_change(Status.HEALTHY, C.INVALID_API_KEY)
+    text = all_text(blocks_for(alert.body, alert.subject))
+    assert "secretsmanager" not in text
+    assert "grid bot" not in text  # the label is not in the body either
+
+
+def test_audit_summary_points_at_incidents_first():
+    # Given a run with 30 newly failing keys and 7 incidents
+    payload = blocks_for(audit_summary_body(newly_failing=30, incidents=7), None)
+    # Then
+    assert block_kit_problems(payload) == []
+    assert _header(payload) == ":rotating_light: keyhealth audit: 8 failing, 10 degraded of 120 keys"
+    summary = _sections(payload)[0]
+    assert "checked 120 keys in 90.0s (1.33 checks/s): 100 healthy, 10 degraded, 8 failing, 2 unknown" in summary
+    assert "Look at the incidents first" in summary
+    assert "*Binance*\n85 healthy, 8 degraded, 6 failing, 1 unknown" in _fields(payload)
+    incidents = [s for s in _sections(payload) if s.startswith(":rotating_light: *Incident on Binance*")]
+    assert len(incidents) == 5
+    assert any(e["text"] == "and 2 more incidents" for b in _blocks(payload, "context") for e in b["elements"])
+    newly = next(s for s in _sections(payload) if s.startswith("*Newly failing (30)*"))
+    assert "• Binance `bnd_0000` of user `user-0`: `ip_not_whitelisted`" in newly
+    assert newly.endswith("…and 10 more keys")
+
+
+def test_huge_audit_summary_stays_within_limits():
+    body = audit_summary_body(newly_failing=5000, incidents=0)
+    body["by_exchange"] = {f"exchange-{i}": body["counts"] for i in range(600)}
+    payload = blocks_for(body, None)
+    assert block_kit_problems(payload) == []
+    assert len(payload["blocks"]) == BLOCK_LIMIT
+    assert payload["blocks"][-1]["elements"][0]["text"].startswith("and ")
+    assert len(json.dumps(payload)) < 200_000
+
+
+def test_quiet_audit_asks_for_nothing():
+    payload = blocks_for(audit_summary_body(newly_failing=0, incidents=0), None)
+    assert _header(payload).startswith(":large_green_circle:")
+    assert "*What to do:* Nothing" in _sections(payload)[0]
+
+
+def test_incident_names_cause_share_and_the_platforms_fix():
+    payload = blocks_for(incident_body(), None)
+    assert _header(payload) == ":rotating_light: Incident: 87 of 100 Binance keys failing with ip_not_whitelisted"
+    text = _sections(payload)[0]
+    assert "(87%)" in text
+    assert "*Likely cause:* The egress IP changed" in text
+    assert "*What to do:* Check that the egress IPs" in text
+    assert "*Affected*\n87 of 100 keys (87%)" in _fields(payload)
+
+
+def test_incident_with_an_unlisted_code_still_says_what_to_do():
+    text = _sections(blocks_for(incident_body(code="account_restricted"), None))[0]
+    assert "*What to do:* Check the exchange's status page" in text
+
+
+def test_unreachable_binding_is_the_platforms_to_fix():
+    payload = blocks_for(unreachable_body(), None)
+    assert _header(payload) == ":grey_question: BingX key abcd...wxyz of user u-7: unreachable for 3 audits"
+    assert "in 3 audits in a row" in _sections(payload)[0]
+    assert "*What to do (ops):*" in _sections(payload)[0]
+    assert any("`egress_blocked`" in s for s in _sections(payload)[1:])
+
+
+@pytest.mark.parametrize(("days", "said"), [(5, "in 5 days"), (1, "in 1 day")])
+def test_expiring_trading_rights_say_when(days, said):
+    payload = blocks_for(expiring_body(days_left=days), None)
+    assert _header(payload).endswith(f"trading rights expire {said}")
+    assert "2026-11-26T00:00:00Z" in _sections(payload)[0]
+    assert "renews the trading permission" in _sections(payload)[0]
+
+
+def test_an_unknown_type_is_shown_as_it_came():
+    # Given a type this notifier was written before
+    body = {"type": "key_rotated_by_exchange", "binding_id": "bnd_1", "exchange": "bitget", "detail": "<b>"}
+    # When
+    payload = blocks_for(body, "keyhealth: something new")
+    # Then nothing is dropped
+    assert payload["text"] == "keyhealth: something new"
+    assert _header(payload) == ":bell: keyhealth: key_rotated_by_exchange"
+    assert "*Exchange*\nBitget" in _fields(payload)
+    details = _sections(payload)[-1]
+    assert details.startswith("```")
+    assert details.endswith("```")
+    assert '"detail": "&lt;b&gt;"' in details
+
+
+def test_a_known_type_with_an_unexpected_shape_falls_back_to_the_generic_layout():
+    payload = blocks_for({"type": "incident", "count": {"oops": 1}, "share": "most"}, None)
+    assert block_kit_problems(payload) == []
