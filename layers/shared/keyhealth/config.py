@@ -50,6 +50,16 @@ class Settings:
     slack_max_attempts: int = 5
     slack_retry_after_cap: float = 15.0  # seconds: the longest wait honoured on one 429
 
+    # Audit: one queue per exchange (AUDIT_QUEUE_URL_<EXCHANGE>; AUDIT_QUEUE_URL serves any
+    # exchange without its own), so that one throttled exchange never blocks another's backlog.
+    audit_queue_urls: tuple[tuple[str, str], ...] = ()
+    audit_window_scale: float = 1.0  # benchmarks only: rate-limit windows (and budgets) scaled
+    audit_max_wait_seconds: float = 20.0  # how long one worker invocation waits for budget
+    audit_concurrency: int = 10  # checks in flight per worker invocation
+
+    def queue_url_for(self, exchange: Exchange) -> str:
+        return dict(self.audit_queue_urls).get(exchange.value) or self.audit_queue_url
+
     def base_url(self, exchange: Exchange) -> str:
         return {
             Exchange.BINANCE: self.binance_base_url,
@@ -107,6 +117,14 @@ class Settings:
             egress_source_address=text("KEYHEALTH_EGRESS_SOURCE") or None,
             connect_timeout=number("EXCHANGE_CONNECT_TIMEOUT", 3.0, 0.1, 30.0),
             read_timeout=number("EXCHANGE_READ_TIMEOUT", 5.0, 0.1, 60.0),
+            audit_queue_urls=tuple(
+                (exchange.value, text(f"AUDIT_QUEUE_URL_{exchange.name}"))
+                for exchange in Exchange
+                if text(f"AUDIT_QUEUE_URL_{exchange.name}")
+            ),
+            audit_window_scale=number("AUDIT_WINDOW_SCALE", 1.0, 0.001, 100.0),
+            audit_max_wait_seconds=number("AUDIT_MAX_WAIT_SECONDS", 20.0, 0.0, 600.0),
+            audit_concurrency=int(number("AUDIT_CONCURRENCY", 10, 1, 64)),
             slack_webhook_secret_arn=slack_secret,
             slack_dlq_url=slack_dlq,
             slack_max_attempts=int(number("SLACK_MAX_ATTEMPTS", 5, 1, 10)),

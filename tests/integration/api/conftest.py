@@ -23,11 +23,11 @@ from keyhealth.aws.bindings import DynamoBindingRepository
 from keyhealth.aws.secrets import SecretsManagerStore
 from keyhealth.config import Settings, settings
 from keyhealth.exchanges.registry import build_adapters
-from keyhealth.model import utc_now
 from keyhealth.ports import Services
 from simulators import binance, bingx, bitget
 from simulators.base import DemoKey, ExchangeSimulator, SimulatorServer
 from tests.conftest import EGRESS_IP
+from tests.support.clock import SkippableClock
 from tests.support.events import LambdaContext
 from tests.support.faults import FaultyClient
 from tests.support.template import create_table
@@ -52,13 +52,19 @@ class Exchanges:
 
 
 @pytest.fixture
-def exchanges() -> Iterator[Exchanges]:
+def clock() -> SkippableClock:
+    """The one clock of the exchanges and of keyhealth in a test (see tests/support/clock.py)."""
+    return SkippableClock()
+
+
+@pytest.fixture
+def exchanges(clock: SkippableClock) -> Iterator[Exchanges]:
     """Fresh simulators seeded with the demo keys: rate-limit windows start empty per test."""
     with ExitStack() as stack:
         sims: dict[str, ExchangeSimulator] = {
-            "binance": binance.BinanceSimulator(),
-            "bitget": bitget.BitgetSimulator(),
-            "bingx": bingx.BingXSimulator(),
+            "binance": binance.BinanceSimulator(clock=clock),
+            "bitget": bitget.BitgetSimulator(clock=clock),
+            "bingx": bingx.BingXSimulator(clock=clock),
         }
         keys: dict[tuple[str, str], DemoKey] = {}
         seeders = {"binance": binance.seed_demo, "bitget": bitget.seed_demo, "bingx": bingx.seed_demo}
@@ -132,7 +138,9 @@ class Response:
 
 
 @pytest.fixture
-def stack(exchanges: Exchanges, egress_client, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def stack(
+    exchanges: Exchanges, egress_client, clock: SkippableClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -172,13 +180,13 @@ def stack(exchanges: Exchanges, egress_client, monkeypatch: pytest.MonkeyPatch) 
         faulty_sns = FaultyClient(sns)
         config = Settings.from_env(os.environ)
         services = Services(
-            adapters=build_adapters(config, egress_client),
+            adapters=build_adapters(config, egress_client, clock=clock),
             bindings=DynamoBindingRepository(dynamodb, TABLE),
             secrets=SecretsManagerStore(secretsmanager, kms_key_id=kms_key_arn),
             alerts=SnsAlertPublisher(faulty_sns, topic_arn),
             secret_prefix=SECRET_PREFIX,
             egress_ips=config.egress_ips,
-            now=lambda: utc_now().replace(microsecond=0),
+            now=clock.now,
         )
         monkeypatch.setattr(runtime, "services", lambda: services)
         monkeypatch.setattr(clients, "client", lambda service: {"dynamodb": dynamodb}[service])

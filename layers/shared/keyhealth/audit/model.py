@@ -150,8 +150,12 @@ def assess(before: Binding, report: Report, now: datetime) -> Assessment:
 
 
 def _expiry_reminder(binding: Binding, report: Report, now: datetime) -> tuple[Alert | None, dict | None]:
-    expires = report.trading_expires_at
-    if expires is None or expires <= now:
+    if report.trading_expires_at is None:
+        return None, None
+    # Whole seconds on both sides: `now` is stored to the second, and sub-second noise must not
+    # turn "10 days left" into 11.
+    expires = report.trading_expires_at.replace(microsecond=0)
+    if expires <= now:
         return None, None
     days_left = (expires - now).total_seconds() / 86400
     state = binding.extra.get("expiry_reminders") or {}
