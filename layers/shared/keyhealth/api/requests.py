@@ -51,7 +51,9 @@ _PEM = re.compile(r"^-----BEGIN PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END
 class CredentialsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    api_key: Annotated[str, Field(min_length=1, max_length=256)]
+    # Out of the repr: Powertools logs the validated request at DEBUG, and the full key is not
+    # for logs (the masked form is).
+    api_key: Annotated[str, Field(min_length=1, max_length=256, repr=False)]
     api_secret: Annotated[SecretStr, Field(min_length=1, max_length=8192)]
     passphrase: Annotated[SecretStr | None, Field(max_length=256)] = None
     key_type: KeyType = KeyType.HMAC
