@@ -37,6 +37,7 @@ def openapi_document() -> dict[str, Any]:
         schemas = part.get("components", {}).get("schemas", {})
         document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
     assert document is not None
+    _drop_powertools_validation_answers(document)
     document["paths"] = dict(sorted(document["paths"].items()))
     document["components"]["schemas"] = dict(sorted(document["components"]["schemas"].items()))
     document["components"]["securitySchemes"] = {
@@ -44,6 +45,32 @@ def openapi_document() -> dict[str, Any]:
     }
     document["security"] = [{"sigv4": []}]
     return document
+
+
+# Powertools documents a 422 `HTTPValidationError` on every route it validates. keyhealth never
+# answers that: invalid input is a 400 with its own `ErrorOut` (keyhealth.api.http).
+_POWERTOOLS_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+
+
+def _drop_powertools_validation_answers(document: dict[str, Any]) -> None:
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref") == "#/components/schemas/HTTPValidationError":
+                del operation["responses"]["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    unused = True
+    while unused:  # one may be referenced only by another (ValidationError by HTTPValidationError)
+        unused = [
+            name
+            for name in _POWERTOOLS_SCHEMAS
+            if name in schemas
+            and f'"#/components/schemas/{name}"'
+            not in json.dumps([document["paths"], {k: v for k, v in schemas.items() if k != name}])
+        ]
+        for name in unused:
+            del schemas[name]
 
 
 def render() -> str:
