@@ -5,11 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/shared/requirements.txt | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/shared
 
-.PHONY: help venv test unit lint format run clean docs openapi
+.PHONY: help venv test unit lint format run demo audit check-demo clean docs openapi bench-audit
 
 help:
 	@echo "make test    install into $(VENV) and run lint + the whole suite"
-	@echo "make run     start the exchange simulators and check the demo keys"
+	@echo "make run     run keyhealth locally (moto, simulators, API on :3000) until Ctrl-C"
+	@echo "make demo    with make run going: bind every demo key, audit, print results and alerts"
+	@echo "make audit   with make run going: run the scheduled audit now and follow it"
+	@echo "make check-demo  check every demo key once through the adapters (no AWS) and exit"
 	@echo "make lint    ruff check + ruff format --check"
 	@echo "make format  ruff format + ruff check --fix"
 
@@ -37,6 +40,15 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit
 
 run: venv
+	$(BIN)/python -m local.stack
+
+demo: venv
+	$(BIN)/python -m local.demo
+
+audit: venv
+	$(BIN)/python -m local.cli audit
+
+check-demo: venv
 	$(BIN)/python -m local.demo_checks
 
 clean:
@@ -47,3 +59,6 @@ docs: venv
 
 openapi: venv
 	$(BIN)/python scripts/openapi.py
+
+bench-audit: venv
+	$(BIN)/python scripts/bench_audit.py $(BENCH_ARGS)

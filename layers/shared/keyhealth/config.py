@@ -53,7 +53,7 @@ class Settings:
     # Audit: one queue per exchange (AUDIT_QUEUE_URL_<EXCHANGE>; AUDIT_QUEUE_URL serves any
     # exchange without its own), so that one throttled exchange never blocks another's backlog.
     audit_queue_urls: tuple[tuple[str, str], ...] = ()
-    audit_window_scale: float = 1.0  # benchmarks only: rate-limit windows (and budgets) scaled
+    audit_window_scale: float = 1.0  # benchmarks only: windows and their budgets shrink together
     audit_max_wait_seconds: float = 20.0  # how long one worker invocation waits for budget
     audit_concurrency: int = 10  # checks in flight per worker invocation
 

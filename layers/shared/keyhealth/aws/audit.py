@@ -69,11 +69,20 @@ class DynamoRateBudget:
         self._scale = window_scale
         self._clock = clock
         self._sleep = sleep
+        # Local leases: weight reserved from the shared window in small blocks, so that most
+        # checks cost no DynamoDB write. A lease never outlives its window, and is at most a
+        # fiftieth of the window's budget, so what a container leaves unspent is negligible.
+        self._leases: dict[tuple[Exchange, str], tuple[int, int]] = {}  # -> (window index, weight left)
+        self._lease_lock = threading.Lock()
 
     def window(self, exchange: Exchange, pool: str) -> tuple[float, int]:
-        """(window length in seconds, budget per window) of one pool."""
+        """(window length in seconds, budget per window) of one pool.
+
+        `window_scale` (benchmarks) shrinks a window and its budget together: the rate stays
+        the exchange's, and a short run still spans many windows.
+        """
         spec = self._plans[exchange].pool(pool)
-        return spec.window_seconds * self._scale, max(1, int(spec.limit * self._share))
+        return spec.window_seconds * self._scale, max(1, int(spec.limit * self._share * self._scale))
 
     def acquire(self, exchange: Exchange, cost: Mapping[str, int], *, deadline: float) -> bool:
         return all(self._acquire_pool(exchange, pool, weight, deadline) for pool, weight in cost.items())
@@ -81,35 +90,45 @@ class DynamoRateBudget:
     def _acquire_pool(self, exchange: Exchange, pool: str, weight: int, deadline: float) -> bool:
         seconds, budget = self.window(exchange, pool)
         key = {"pk": _s(f"BUDGET#{exchange.value}#{pool}"), "sk": _s("BUDGET")}
+        block = max(weight, min(10, budget // 50))
         while True:
             now = self._clock()
             index = int(now // seconds)
+            with self._lease_lock:
+                lease_index, left = self._leases.get((exchange, pool), (-1, 0))
+                if lease_index == index and left >= weight:
+                    self._leases[(exchange, pool)] = (index, left - weight)
+                    return True
+            if self._reserve(key, index, block, budget):
+                with self._lease_lock:
+                    self._leases[(exchange, pool)] = (index, block - weight)
+                return True
+            if block > weight and self._reserve(key, index, weight, budget):
+                return True  # the window's last few units, without a lease
+            wait = (index + 1) * seconds - now  # this window is spent: wait for the next one
+            if now + wait > deadline:
+                return False
+            self._sleep(wait + 0.001)
+
+    def _reserve(self, key: dict[str, Any], index: int, weight: int, budget: int) -> bool:
+        """Take `weight` from window `index` of the shared counter, if it fits."""
+        while True:
             try:
                 with storage_call("dynamodb:UpdateItem(budget)"):
                     self._client.update_item(
                         TableName=self._table,
                         Key=key,
-                        # Same window: add, if it fits. A new window: start it with this weight.
-                        UpdateExpression="SET #w = :w, #u = if_not_exists(#u, :zero) + :n",
+                        UpdateExpression="SET #u = #u + :n",
                         ConditionExpression="#w = :w AND #u <= :room",
                         ExpressionAttributeNames={"#w": "window", "#u": "used"},
-                        ExpressionAttributeValues={
-                            ":w": _n(index),
-                            ":n": _n(weight),
-                            ":zero": _n(0),
-                            ":room": _n(budget - weight),
-                        },
+                        ExpressionAttributeValues={":w": _n(index), ":n": _n(weight), ":room": _n(budget - weight)},
                     )
                 return True
             except StorageError as error:
                 if "ConditionalCheckFailed" not in error.reason:
                     raise
-            if self._open_window(key, index, weight):
-                return True
-            wait = (index + 1) * seconds - now  # this window is spent: wait for the next one
-            if now + wait > deadline:
-                return False
-            self._sleep(wait + 0.001)
+            # Either this window is spent, or the stored window is an older one: start ours.
+            return self._open_window(key, index, weight)
 
     def _open_window(self, key: dict[str, Any], index: int, weight: int) -> bool:
         """Start window `index` if the stored one is older; False if it is already current."""
@@ -197,15 +216,23 @@ class DynamoCircuit:
 
     def trip(self, exchange: Exchange, seconds: float, code: str) -> CircuitState:
         until = self._clock() + seconds
-        with storage_call("dynamodb:UpdateItem(circuit)"):
-            answer = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(exchange),
-                UpdateExpression="SET open_until = :until, code = :code ADD strikes :one",
-                ConditionExpression="attribute_not_exists(open_until) OR open_until < :until",
-                ExpressionAttributeValues={":until": _n(until), ":code": _s(code), ":one": _n(1)},
-                ReturnValues="ALL_NEW",
-            )
+        try:
+            with storage_call("dynamodb:UpdateItem(circuit)"):
+                answer = self._client.update_item(
+                    TableName=self._table,
+                    Key=self._key(exchange),
+                    UpdateExpression="SET open_until = :until, code = :code ADD strikes :one",
+                    ConditionExpression="attribute_not_exists(open_until) OR open_until < :until",
+                    ExpressionAttributeValues={":until": _n(until), ":code": _s(code), ":one": _n(1)},
+                    ReturnValues="ALL_NEW",
+                )
+        except StorageError as error:
+            if "ConditionalCheckFailed" not in error.reason:
+                raise
+            # Already open for longer (another worker tripped it): that back-off stands.
+            with self._lock:
+                self._cache.pop(exchange, None)
+            return self.state(exchange)
         item = answer["Attributes"]
         state = CircuitState(float(item["open_until"]["N"]), item["code"]["S"], int(item["strikes"]["N"]))
         with self._lock:

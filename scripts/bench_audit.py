@@ -1,0 +1,447 @@
+"""`make bench-audit`: audit N bindings (default 10,000) over the three exchange simulators
+and print, per exchange, the checks per second achieved against the rate-limit bound.
+
+Three processes, as in production three systems: the exchange simulators (with 50-150 ms
+latency and their real per-IP limits), moto in server mode (AWS), and this one, which runs
+the real dispatcher use case and worker Lambda handlers in threads, pulling batches of 10
+from the per-exchange queues as Lambda's SQS event source does.
+
+Scaling, to keep it short: every rate-limit window, the simulators' and the audit budget's
+alike, is multiplied by --window-scale (0.1: Binance's minute becomes 6 s) and so is every
+limit, so each exchange's requests per second stay the real ones while the run spans many
+windows. The audit spends --share of them (AUDIT_BUDGET_SHARE; 0.2 by default here so that
+the three bounds together stay within what this 2-core machine's moto can serve). Bindings
+are spread over the exchanges in proportion to their bounds, so all three finish together.
+
+The bound of an exchange is (its scarcest pool's budget) / (that pool's cost of one check);
+the ratio is achieved / bound. The last line is a JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import resource
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared")]
+
+EGRESS_IP = "127.0.0.2"
+REGION = "eu-west-1"
+TABLE = "bench-bindings"
+TENANT = "000000000000:role/bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_key(exchange: str, index: int) -> tuple[str, str]:
+    """The deterministic key and secret of bench binding `index` (both processes derive them)."""
+    digest = hashlib.sha256(f"bench/{exchange}/{index}".encode()).hexdigest()
+    secret = hashlib.sha256(f"bench-secret/{exchange}/{index}".encode()).hexdigest()
+    if exchange == "bitget":
+        return "bg_" + digest[:32], secret
+    return digest, secret
+
+
+# ------------------------------------------------------------------ simulator process
+def run_simulators(counts: dict[str, int], scale: float, latency: tuple[float, float], pipe: Any) -> None:
+    from simulators import binance, bingx, bitget
+    from simulators.base import SimulatorServer
+
+    sims = {
+        "binance": binance.BinanceSimulator(
+            latency=latency,
+            window_scale=scale,
+            limits={pool: max(1, int(limit * scale)) for pool, limit in binance.DEFAULT_LIMITS.items()},
+        ),
+        "bitget": bitget.BitgetSimulator(
+            latency=latency, window_scale=scale, ip_requests_per_minute=max(1, int(6000 * scale))
+        ),
+        "bingx": bingx.BingXSimulator(
+            latency=latency,
+            window_scale=scale,
+            account_group_limit=max(1, int(2000 * scale)),
+            interface_limit=max(1, int(300 * scale)),
+        ),
+    }
+    for i in range(counts["binance"]):
+        key, secret = bench_key("binance", i)
+        sims["binance"].add_key(key, uid=100_000 + i, secret=secret, ip_whitelist=(EGRESS_IP,), enable_futures=True)
+    for i in range(counts["bitget"]):
+        key, secret = bench_key("bitget", i)
+        account = sims["bitget"].add_account()
+        sims["bitget"].add_key(
+            account,
+            api_key=key,
+            secret=secret,
+            passphrase="BenchPass1",
+            ips=(EGRESS_IP,),
+            authorities=bitget.FULL_TRADE,
+        )
+    for i in range(counts["bingx"]):
+        key, secret = bench_key("bingx", i)
+        sims["bingx"].add_key(api_key=key, secret=secret, permissions=(1, 2, 3), ip_addresses=(EGRESS_IP,))
+    servers = {name: SimulatorServer(sim).start() for name, sim in sims.items()}
+    pipe.send({name: server.url for name, server in servers.items()})
+    while True:
+        command = pipe.recv()
+        if command == "stats":
+            pipe.send({name: dict(sim.stats) for name, sim in sims.items()})
+        elif command == "stop":
+            for server in servers.values():
+                server.stop()
+            pipe.send("stopped")
+            return
+
+
+def run_moto(port: int) -> None:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a log line per request costs moto's CPU
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    threading.Event().wait()
+
+
+# ------------------------------------------------------------------------- the bench
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bindings", type=int, default=10_000)
+    parser.add_argument("--share", type=float, default=0.2, help="AUDIT_BUDGET_SHARE")
+    parser.add_argument("--window-scale", type=float, default=0.1)
+    parser.add_argument("--latency", type=float, nargs=2, default=(0.05, 0.15), metavar=("MIN", "MAX"))
+    parser.add_argument("--invocations", type=int, default=3, help="concurrent worker invocations per exchange")
+    args = parser.parse_args(argv)
+
+    from keyhealth.audit.runtime import PLANS
+    from keyhealth.model import Exchange
+
+    bounds = {e.value: PLANS[e].checks_per_second(args.share) for e in Exchange}
+    total_bound = sum(bounds.values())
+    counts = {name: round(args.bindings * bound / total_bound) for name, bound in bounds.items()}
+    counts["binance"] += args.bindings - sum(counts.values())
+    print(
+        f"bench-audit: {args.bindings} bindings {counts}, share {args.share}, window scale {args.window_scale}, "
+        f"latency {args.latency[0] * 1000:.0f}-{args.latency[1] * 1000:.0f} ms",
+        flush=True,
+    )
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    sim_process = ctx.Process(
+        target=run_simulators, args=(counts, args.window_scale, tuple(args.latency), child), daemon=True
+    )
+    sim_process.start()
+    moto_port = _free_port()
+    moto_process = ctx.Process(target=run_moto, args=(moto_port,), daemon=True)
+    moto_process.start()
+    urls = parent.recv()
+
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": REGION,
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_NAMESPACE": "keyhealth",
+        }
+    )
+    try:
+        figures = _bench(args, counts, urls, bounds, parent, moto_port)
+    finally:
+        parent.send("stop")
+        parent.recv()
+        moto_process.terminate()
+        sim_process.join(timeout=5)
+        moto_process.join(timeout=5)
+    print(json.dumps(figures))
+    return 0 if all(e["ratio"] >= 0.9 and e["throttled"] == 0 for e in figures["exchanges"].values()) else 1
+
+
+def _wait_for(url: str, timeout: float = 20.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
+    import boto3
+
+    from functions.audit_worker import app as worker
+    from keyhealth.api import runtime as api_runtime
+    from keyhealth.audit import runtime
+    from keyhealth.audit.runtime import PLANS
+    from keyhealth.audit.usecases import AuditDeps, dispatch_audit
+    from keyhealth.aws import clients
+    from keyhealth.aws.alerts import SnsAlertPublisher
+    from keyhealth.aws.audit import DynamoCircuit, DynamoRateBudget, DynamoRunStore, SqsTaskQueue
+    from keyhealth.aws.bindings import DynamoBindingRepository, to_item
+    from keyhealth.aws.secrets import SecretsManagerStore
+    from keyhealth.binding import Binding
+    from keyhealth.config import Settings
+    from keyhealth.credentials import Credentials, KeyType, Secret
+    from keyhealth.exchanges.base import new_http_client
+    from keyhealth.exchanges.registry import build_adapters
+    from keyhealth.ids import new_binding_id
+    from keyhealth.model import Exchange, Scope, Status, utc_now
+    from tests.support.template import create_table
+
+    _wait_for(f"http://127.0.0.1:{moto_port}/moto-api/")
+    session = boto3.session.Session(region_name=REGION)
+    pool_size = 64
+    from botocore.config import Config
+
+    config = Config(max_pool_connections=pool_size, retries={"mode": "standard", "max_attempts": 5})
+    dynamodb, sqs, sns, secretsmanager = (
+        session.client(s, config=config) for s in ("dynamodb", "sqs", "sns", "secretsmanager")
+    )
+    create_table(dynamodb, "BindingsTable", TABLE)
+    queues = {e: sqs.create_queue(QueueName=f"bench-audit-{e.value}")["QueueUrl"] for e in Exchange}
+    topic = sns.create_topic(Name="bench-alerts")["TopicArn"]
+
+    # -- seed the bindings (secrets and items) straight into moto: binding through the API
+    # would check every key live, which is not what this measures.
+    started = time.monotonic()
+    now = utc_now().replace(microsecond=0)
+    secrets = SecretsManagerStore(secretsmanager)
+
+    def seed(exchange: str, index: int) -> dict[str, Any]:
+        key, secret = bench_key(exchange, index)
+        binding_id = new_binding_id()
+        credentials = Credentials(
+            key, Secret(secret), Secret("BenchPass1") if exchange == "bitget" else None, KeyType.HMAC
+        )
+        arn = secrets.create(f"keyhealth/bench/{binding_id}", credentials, tags={}, token=binding_id[4:] + "0" * 6)
+        binding = Binding(
+            binding_id=binding_id,
+            tenant=TENANT,
+            user_id=f"user-{index}",
+            exchange=Exchange(exchange),
+            label=None,
+            key_type=KeyType.HMAC,
+            api_key_masked=credentials.masked_api_key,
+            api_key_hash=binding_id,
+            scopes=(Scope.SPOT, Scope.FUTURES),
+            status=Status.HEALTHY,
+            created_at=now,
+            updated_at=now,
+            secret_id=arn,
+        )
+        return to_item(binding)
+
+    jobs = [(exchange, i) for exchange, n in counts.items() for i in range(n)]
+    with ThreadPoolExecutor(16) as pool:
+        items = list(pool.map(lambda job: seed(*job), jobs))
+    for start in range(0, len(items), 25):
+        dynamodb.batch_write_item(
+            RequestItems={TABLE: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+        )
+    print(f"seeded {len(items)} bindings and secrets in {time.monotonic() - started:.0f} s", flush=True)
+
+    settings = Settings.from_env(
+        {
+            "TABLE_NAME": TABLE,
+            "EGRESS_IPS": EGRESS_IP,
+            "BINANCE_BASE_URL": urls["binance"],
+            "BINANCE_FUTURES_BASE_URL": urls["binance"],
+            "BITGET_BASE_URL": urls["bitget"],
+            "BINGX_BASE_URL": urls["bingx"],
+        }
+    )
+    http = new_http_client(source_address=EGRESS_IP, max_connections=256)
+    adapters = build_adapters(settings, http)
+    checks: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+
+    class Timed:
+        """Records when each check finished, per exchange (the figure the bench is about)."""
+
+        def __init__(self, adapter: Any) -> None:
+            self._adapter = adapter
+
+        def check(self, *a: Any, **kw: Any) -> Any:
+            result = self._adapter.check(*a, **kw)
+            with lock:
+                checks[self._adapter.exchange.value].append(time.monotonic())
+            return result
+
+    from keyhealth.ports import Services
+
+    services = Services(
+        adapters={e: Timed(a) for e, a in adapters.items()},
+        bindings=DynamoBindingRepository(dynamodb, TABLE),
+        secrets=secrets,
+        alerts=SnsAlertPublisher(sns, topic),
+        secret_prefix="keyhealth/bench/",
+        egress_ips=settings.egress_ips,
+        now=lambda: utc_now().replace(microsecond=0),
+    )
+    deps = AuditDeps(
+        services=services,
+        budget=DynamoRateBudget(dynamodb, TABLE, PLANS, share=args.share, window_scale=args.window_scale),
+        circuit=DynamoCircuit(dynamodb, TABLE),
+        runs=DynamoRunStore(dynamodb, TABLE),
+        plans=PLANS,
+        max_wait_seconds=20.0,
+    )
+    runtime.audit_deps = lambda: deps  # the worker handler's wiring, pointed at the bench's
+    api_runtime.services = lambda: services
+    clients.client = lambda service: {"dynamodb": dynamodb, "sqs": sqs}[service]
+
+    run_id = "bench-" + datetime.now(UTC).strftime("%H%M%S")
+    started = time.monotonic()
+    state = dispatch_audit(
+        run_id, DynamoBindingRepository(dynamodb, TABLE), SqsTaskQueue(sqs, queues), deps.runs, services.now
+    )
+    print(f"dispatched {state.tasks_total} tasks in {time.monotonic() - started:.1f} s", flush=True)
+
+    stop = threading.Event()
+    memory: list[tuple[int, float]] = []
+
+    def invocation_loop(exchange: Exchange) -> None:
+        url = queues[exchange]
+        arn = f"arn:aws:sqs:{REGION}:000000000000:bench-audit-{exchange.value}"
+        while not stop.is_set():
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not messages:
+                continue
+            event = {
+                "Records": [
+                    {
+                        "messageId": m["MessageId"],
+                        "receiptHandle": m["ReceiptHandle"],
+                        "body": m["Body"],
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": arn,
+                    }
+                    for m in messages
+                ]
+            }
+            answer = worker.lambda_handler(event, _Context())
+            failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if done:
+                sqs.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
+
+    threads = [
+        threading.Thread(target=invocation_loop, args=(exchange,), daemon=True)
+        for exchange in Exchange
+        for _ in range(args.invocations)
+    ]
+    audit_started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    total = sum(counts.values())
+    next_report = audit_started + 10
+    while True:
+        time.sleep(0.5)
+        run = deps.runs.load(run_id)
+        done = sum(len(v) for v in checks.values())
+        if time.monotonic() >= next_report:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            memory.append((done, rss))
+            print(
+                f"  {time.monotonic() - audit_started:5.0f} s: {done}/{total} checked, worker RSS peak {rss:.0f} MiB",
+                flush=True,
+            )
+            next_report += 10
+        if run and run.finished:
+            break
+        if time.monotonic() - audit_started > 3600:
+            raise RuntimeError("the audit did not finish within an hour")
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=5)
+    elapsed = time.monotonic() - audit_started
+    memory.append((sum(len(v) for v in checks.values()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+    sims_pipe.send("stats")
+    stats = sims_pipe.recv()
+    summary = json.loads(
+        dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "RUN"}})["Item"]["summary"][
+            "S"
+        ]
+    )
+    figures: dict[str, Any] = {
+        "bindings": total,
+        "share": args.share,
+        "window_scale": args.window_scale,
+        "latency_ms": [args.latency[0] * 1000, args.latency[1] * 1000],
+        "elapsed_seconds": round(elapsed, 1),
+        "summary_counts": summary["counts"],
+        "exchanges": {},
+        "worker_rss_mib": [[n, round(m, 1)] for n, m in memory],
+    }
+    print()
+    print(f"{'exchange':<9} {'checks':>7} {'checks/s':>9} {'bound/s':>8} {'ratio':>6} {'429':>5} {'418':>5}")
+    for exchange in Exchange:
+        times = sorted(checks[exchange.value])
+        span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
+        # n checks over the span between the first and the last: n - 1 intervals.
+        rate = (len(times) - 1) / span if len(times) > 1 else 0.0
+        sim_stats = stats[exchange.value]
+        too_many = sim_stats.get("http_429", 0)
+        banned = sim_stats.get("http_418", 0)
+        row = {
+            "checks": len(times),
+            "checks_per_second": round(rate, 2),
+            "bound_per_second": round(bounds[exchange.value], 2),
+            "ratio": round(rate / bounds[exchange.value], 3),
+            "http_429": too_many,
+            "http_418": banned,
+            "throttled": too_many + banned,
+        }
+        figures["exchanges"][exchange.value] = row
+        print(
+            f"{exchange.value:<9} {row['checks']:>7} {row['checks_per_second']:>9.2f} {row['bound_per_second']:>8.2f} "
+            f"{row['ratio']:>6.3f} {too_many:>5} {banned:>5}"
+        )
+    first, last = memory[0], memory[-1]
+    print(f"\nworker process peak RSS: {first[1]:.0f} MiB after {first[0]} checks, {last[1]:.0f} MiB after {last[0]}")
+    print(f"summary: {summary['counts']}")
+    return figures
+
+
+class _Context:
+    function_name = "bench-audit-worker"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:bench-audit-worker"
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 120_000
+
+
+if __name__ == "__main__":
+    sys.exit(main())
