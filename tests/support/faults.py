@@ -14,6 +14,7 @@ class FaultyClient:
         self._client = client
         self.failing: set[str] = set()
         self.calls: list[str] = []
+        self.before: dict[str, Any] = {}  # operation -> callable run (once) just before it
 
     def fail(self, *operations: str) -> None:
         self.failing.update(operations)
@@ -28,6 +29,8 @@ class FaultyClient:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append(name)
+            if hook := self.before.pop(name, None):
+                hook()  # e.g. another writer getting in between our read and our write
             if name in self.failing:
                 raise ClientError(
                     {"Error": {"Code": "ServiceUnavailable", "Message": "injected fault"}},

@@ -79,3 +79,26 @@ def test_an_unknown_binding_is_404(stack):
     response = stack.invoke(verify_function, verify_event("bnd_01JAAAAAAAAAAAAAAAAAAAAAAA"))
     assert response.status == 404
     assert stack.invoke(verify_function, verify_event("not-an-id")).status == 404
+
+
+def test_a_concurrent_write_is_never_overwritten_silently(stack):
+    key = stack.exchanges.key("binance", "healthy")
+    binding = created(stack, key)
+    item_key = {"pk": {"S": "T#111111111111:role/platform-backend"}, "sk": {"S": f"B#{binding['binding_id']}"}}
+
+    def another_writer() -> None:  # e.g. a rotation that committed between verify's read and write
+        stack.dynamodb.update_item(
+            TableName="keyhealth-bindings",
+            Key=item_key,
+            UpdateExpression="SET version = version + :one, label = :label",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":label": {"S": "written by the other request"}},
+        )
+
+    stack.dynamodb.before["put_item"] = another_writer
+    response = stack.invoke(verify_function, verify_event(binding["binding_id"]))
+
+    assert response.status == 409
+    assert response.json["error"]["code"] == "concurrent_update"
+    stored = stack.dynamodb.get_item(TableName="keyhealth-bindings", Key=item_key)["Item"]
+    assert stored["label"]["S"] == "written by the other request"
+    assert stored["version"]["N"] == "2"
