@@ -1,4 +1,4 @@
-"""`make run` (until the local stack lands): check every demo key through the real adapters.
+"""`make check-demo`: check every demo key once through the real adapters (no AWS, no API).
 
 Starts the three exchange simulators on loopback, seeds their demo keys, checks each key
 from the egress address 127.0.0.2 (as the NAT's Elastic IP would be seen) and prints the

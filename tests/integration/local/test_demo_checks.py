@@ -1,4 +1,4 @@
-"""`make run` (for now): every demo key, checked through the real adapters over real HTTP,
+"""`make check-demo`: every demo key, checked through the real adapters over real HTTP,
 gets the report its demo definition promises, and nothing secret is printed."""
 
 from local import demo_checks

@@ -1,0 +1,653 @@
+"""`make run`: all of keyhealth on one machine, in the foreground until Ctrl-C.
+
+- moto in server mode (in this process), provisioned from template.yaml's own resource definitions;
+  boto3 reaches it through AWS_ENDPOINT_URL, set before any handler imports boto3;
+- the three exchange simulators, seeded with demo keys covering every status and finding (an
+  exchange whose *_BASE_URL variable is set is not simulated: that URL is used);
+- the local API (local/gateway.py) on http://127.0.0.1:3000 (KEYHEALTH_PORT), invoking the real
+  handlers with API Gateway events;
+- outbound exchange calls leave from a loopback source address (KEYHEALTH_EGRESS_SOURCE, default
+  127.0.0.2), which GET /egress-ips reports and the simulators see as the peer;
+- an alert sink printing every SNS message as its email text, and an audit worker loop delivering
+  the per-exchange queues' messages to the worker handler as Lambda's SQS event source would.
+
+Ports: KEYHEALTH_PORT (3000), KEYHEALTH_MOTO_PORT, KEYHEALTH_BINANCE_PORT, KEYHEALTH_BITGET_PORT,
+KEYHEALTH_BINGX_PORT (0, the default, means a free port).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from local.gateway import DEFAULT_PRINCIPAL, PRINCIPAL_HEADER, LocalApi
+from local.template import create_key, create_table, create_topic, has_resource, queue_attributes, resource
+from simulators import binance, bingx, bitget
+from simulators.base import DemoKey, SimulatorServer
+
+REGION = "us-east-1"
+NAME_PREFIX = "keyhealth-local-"
+DEFAULT_EGRESS = "127.0.0.2"
+# The per-exchange audit queues, by the template's logical ids; created from the template when it
+# declares them, otherwise with these names and the defaults below (and the start screen says so).
+AUDIT_QUEUES = {"binance": "AuditQueueBinance", "bitget": "AuditQueueBitget", "bingx": "AuditQueueBingx"}
+FALLBACK_VISIBILITY_SECONDS = "60"
+DISPATCHER, WORKER = "functions.audit_dispatcher.app", "functions.audit_worker.app"
+BATCH_SIZE = 10  # Lambda's default batch size for SQS
+
+log = logging.getLogger("keyhealth.local")
+
+
+_screen = sys.stdout  # the stack's own output; handlers write through MetricFilter
+
+
+def say(text: str = "") -> None:
+    print(text, file=_screen, flush=True)
+
+
+class MetricFilter(io.TextIOBase):
+    """Stands in for stdout while handlers run: drops the CloudWatch EMF lines Powertools prints
+    (one per metric: they would drown the screen), passes everything else (logs) through."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                if not line.startswith('{"_aws":'):
+                    self._target.write(line + "\n")
+            self._target.flush()
+        return len(text)
+
+
+class StackError(RuntimeError):
+    """The stack cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    port: int = 3000
+    moto_port: int = 0
+    simulator_ports: dict[str, int] = field(default_factory=dict)
+    egress_source: str = DEFAULT_EGRESS
+    egress_ips: str = DEFAULT_EGRESS
+    external_urls: dict[str, str] = field(default_factory=dict)  # the *_BASE_URL variables that are set
+    log_level: str = "WARNING"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> LocalConfig:
+        env = dict(os.environ if env is None else env)
+
+        def port(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit() or int(raw) > 65535:
+                raise StackError(f"{name} must be a port number (0 for a free one), got {raw!r}")
+            return int(raw)
+
+        egress = env.get("KEYHEALTH_EGRESS_SOURCE", "").strip() or DEFAULT_EGRESS
+        return cls(
+            port=port("KEYHEALTH_PORT", 3000),
+            moto_port=port("KEYHEALTH_MOTO_PORT", 0),
+            simulator_ports={
+                name: port(f"KEYHEALTH_{name.upper()}_PORT", 0) for name in ("binance", "bitget", "bingx")
+            },
+            egress_source=egress,
+            egress_ips=env.get("EGRESS_IPS", "").strip() or egress,
+            external_urls={
+                name: env[name].strip()
+                for name in ("BINANCE_BASE_URL", "BINANCE_FUTURES_BASE_URL", "BITGET_BASE_URL", "BINGX_BASE_URL")
+                if env.get(name, "").strip()
+            },
+            log_level=env.get("KEYHEALTH_LOG_LEVEL", "").strip().upper() or "WARNING",
+        )
+
+
+def check_egress_source(address: str) -> None:
+    """Outbound calls bind this source address: it must exist on this machine."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError as error:
+        raise StackError(
+            f"cannot use {address} as the egress source address ({error.strerror}). Linux routes all of "
+            f"127.0.0.0/8 to loopback; on macOS add the alias first: sudo ifconfig lo0 alias {address} up "
+            "(or set KEYHEALTH_EGRESS_SOURCE=127.0.0.1)"
+        ) from None
+
+
+def aws_environment(moto_url: str) -> dict[str, str]:
+    """Dummy credentials and moto's endpoint; nothing from ~/.aws may leak into the local stack."""
+    return {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+def apply_aws_environment(moto_url: str) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL_") or name in (
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+        ):
+            del os.environ[name]
+    os.environ.update(aws_environment(moto_url))
+
+
+@contextmanager
+def moto_server(port: int) -> Iterator[str]:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
+    MotoRequestHandler.disable_nagle_algorithm = True  # keep-alive answers would wait ~40 ms each
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    try:
+        server.start()
+    except OSError as error:
+        raise StackError(f"moto cannot listen on 127.0.0.1:{port}: {error.strerror} (KEYHEALTH_MOTO_PORT)") from None
+    try:
+        host, bound = server.get_host_and_port()
+        yield f"http://{host}:{bound}"
+    finally:
+        server.stop()
+
+
+@dataclass
+class Resources:
+    table: str
+    idempotency_table: str
+    kms_key_arn: str
+    topic_arn: str
+    queue_urls: dict[str, str]  # exchange -> audit queue URL
+    queue_arns: dict[str, str]
+    alert_queue_url: str
+    notes: list[str]
+
+
+def provision(session: Any) -> Resources:
+    """The stack's data resources, from template.yaml's own definitions."""
+    dynamodb, kms, sns, sqs = (session.client(s) for s in ("dynamodb", "kms", "sns", "sqs"))
+    table, idempotency = f"{NAME_PREFIX}bindings", f"{NAME_PREFIX}idempotency"
+    create_table(dynamodb, "BindingsTable", table)
+    create_table(dynamodb, "IdempotencyTable", idempotency)
+    key_arn = create_key(kms, "SecretsKey")
+    topic_arn = create_topic(sns, "AlertTopic", f"{NAME_PREFIX}alerts")
+
+    arns: dict[str, str] = {}
+
+    def queue(logical_id: str, attributes: dict[str, str]) -> str:
+        url = sqs.create_queue(QueueName=f"{NAME_PREFIX}{logical_id}", Attributes=attributes)["QueueUrl"]
+        arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return url
+
+    def arn_of(logical_id: str) -> str:
+        if logical_id not in arns:
+            queue(logical_id, queue_attributes(logical_id))
+        return arns[logical_id]
+
+    notes: list[str] = []
+    queue_urls: dict[str, str] = {}
+    for exchange, logical_id in AUDIT_QUEUES.items():
+        if has_resource(logical_id) and resource(logical_id)["Type"] == "AWS::SQS::Queue":
+            queue_urls[exchange] = queue(logical_id, queue_attributes(logical_id, arn_of))
+        else:
+            queue_urls[exchange] = queue(logical_id, {"VisibilityTimeout": FALLBACK_VISIBILITY_SECONDS})
+            notes.append(logical_id)
+    if notes:
+        notes = [
+            f"template.yaml declares no {', '.join(notes)}: created queues of those names with "
+            f"VisibilityTimeout {FALLBACK_VISIBILITY_SECONDS} s and no dead-letter queue"
+        ]
+
+    alert_queue = sqs.create_queue(QueueName=f"{NAME_PREFIX}alert-sink")["QueueUrl"]
+    alert_arn = sqs.get_queue_attributes(QueueUrl=alert_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=alert_arn)
+    return Resources(
+        table=table,
+        idempotency_table=idempotency,
+        kms_key_arn=key_arn,
+        topic_arn=topic_arn,
+        queue_urls=queue_urls,
+        queue_arns={exchange: arns[AUDIT_QUEUES[exchange]] for exchange in AUDIT_QUEUES},
+        alert_queue_url=alert_queue,
+        notes=notes,
+    )
+
+
+SIMULATORS = {
+    "binance": (binance.BinanceSimulator, binance.seed_demo, "BINANCE_BASE_URL"),
+    "bitget": (bitget.BitgetSimulator, bitget.seed_demo, "BITGET_BASE_URL"),
+    "bingx": (bingx.BingXSimulator, bingx.seed_demo, "BINGX_BASE_URL"),
+}
+
+
+def start_simulators(config: LocalConfig, stack: ExitStack) -> tuple[dict[str, str], dict[str, str], list[DemoKey]]:
+    """(base URL variables for keyhealth, simulator URLs by exchange, demo keys)."""
+    urls: dict[str, str] = {}
+    simulated: dict[str, str] = {}
+    keys: list[DemoKey] = []
+    for name, (simulator_class, seed_demo, variable) in SIMULATORS.items():
+        if variable in config.external_urls:
+            urls[variable] = config.external_urls[variable]
+            continue
+        simulator = simulator_class()
+        keys.extend(seed_demo(simulator, config.egress_source))
+        try:
+            server = SimulatorServer(simulator, port=config.simulator_ports.get(name, 0))
+        except OSError as error:
+            raise StackError(
+                f"the {name} simulator cannot listen on port {config.simulator_ports.get(name)}: {error.strerror} "
+                f"(KEYHEALTH_{name.upper()}_PORT)"
+            ) from None
+        simulated[name] = urls[variable] = stack.enter_context(server).url
+    # One Binance simulator serves the spot, /sapi and /fapi paths alike.
+    urls["BINANCE_FUTURES_BASE_URL"] = config.external_urls.get(
+        "BINANCE_FUTURES_BASE_URL", simulated.get("binance", "https://fapi.binance.com")
+    )
+    return urls, simulated, keys
+
+
+def keyhealth_environment(config: LocalConfig, resources: Resources, base_urls: dict[str, str]) -> dict[str, str]:
+    """What template.yaml's Globals give every function, pointed at the local resources."""
+    return {
+        "TABLE_NAME": resources.table,
+        "IDEMPOTENCY_TABLE_NAME": resources.idempotency_table,
+        "ALERT_TOPIC_ARN": resources.topic_arn,
+        "SECRET_PREFIX": "keyhealth/local/",
+        "SECRETS_KMS_KEY_ID": resources.kms_key_arn,
+        "EGRESS_IPS": config.egress_ips,
+        "KEYHEALTH_EGRESS_SOURCE": config.egress_source,
+        **{f"AUDIT_QUEUE_URL_{exchange.upper()}": url for exchange, url in resources.queue_urls.items()},
+        **base_urls,
+        "POWERTOOLS_SERVICE_NAME": "keyhealth",
+        "POWERTOOLS_METRICS_NAMESPACE": "keyhealth",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": config.log_level,
+    }
+
+
+class AuditLoop:
+    """Delivers each audit queue's messages to the worker handler, as Lambda's SQS event source
+    does: batches of 10, messages named in batchItemFailures stay (their visibility is what the
+    worker set), the others are deleted. One poller per queue."""
+
+    def __init__(self, sqs: Any, resources: Resources, invoke: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self._sqs = sqs
+        self._resources = resources
+        self._invoke = invoke
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._poll, args=(exchange,), name=f"audit-{exchange}", daemon=True)
+            for exchange in resources.queue_urls
+        ]
+
+    def start(self) -> AuditLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=3)
+
+    def _poll(self, exchange: str) -> None:
+        url, arn = self._resources.queue_urls[exchange], self._resources.queue_arns[exchange]
+        while not self._stop.is_set():
+            try:
+                messages = self._sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=BATCH_SIZE, WaitTimeSeconds=1, AttributeNames=["All"]
+                ).get("Messages", [])
+                if messages:
+                    self._deliver(url, arn, messages)
+            except Exception:  # keep polling: Lambda's event source does not stop on one failure
+                if self._stop.is_set():
+                    return
+                say(f"[audit] the {exchange} worker invocation failed:\n{traceback.format_exc(limit=3)}")
+                self._stop.wait(1)
+
+    def _deliver(self, url: str, arn: str, messages: list[dict[str, Any]]) -> None:
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m.get("MD5OfBody"),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
+        answer = self._invoke(event)
+        failed = {f["itemIdentifier"] for f in (answer or {}).get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self._sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+
+
+class AlertSink:
+    """Reads the alert topic through an SQS subscription and prints each message as the email
+    subscribers would read it (the `email` text of the per-protocol message)."""
+
+    def __init__(self, sqs: Any, queue_url: str, topic_arn: str) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._topic_arn = topic_arn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="alert-sink", daemon=True)
+        self.alerts: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> AlertSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3)
+
+    def since(self, index: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.alerts[index:]
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = self._sqs.receive_message(
+                    QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                ).get("Messages", [])
+                for message in batch:
+                    self._show(json.loads(message["Body"]))
+                    self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
+            except Exception:
+                if self._stop.is_set():
+                    return
+                say(f"[alerts] reading the alert queue failed:\n{traceback.format_exc(limit=3)}")
+                self._stop.wait(1)
+
+    def _email_text(self, message_id: str) -> str | None:
+        """SQS subscribers get the `default` body; the email text is read from moto's own record
+        of the published message (moto runs in this process)."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.sns.models import sns_backends
+
+        topic = sns_backends[DEFAULT_ACCOUNT_ID][REGION].topics.get(self._topic_arn)
+        for _ in range(20):  # moto records the message just after delivering it
+            for sent_id, raw, *_rest in reversed(topic.sent_notifications if topic else []):
+                if sent_id == message_id:
+                    try:
+                        return json.loads(raw).get("email")
+                    except (ValueError, AttributeError):
+                        return raw
+            time.sleep(0.025)
+        return None
+
+    def _show(self, envelope: dict[str, Any]) -> None:
+        subject = envelope.get("Subject") or "(no subject)"
+        attributes = {k: v.get("Value") for k, v in (envelope.get("MessageAttributes") or {}).items()}
+        try:
+            body = json.loads(envelope.get("Message") or "null")
+        except ValueError:
+            body = envelope.get("Message")
+        text = self._email_text(envelope.get("MessageId", "")) or json.dumps(body, indent=2)
+        alert = {"subject": subject, "text": text, "attributes": attributes, "body": body}
+        with self._lock:
+            self.alerts.append(alert)
+        severity = attributes.get("severity", "?")
+        rule = "=" * 100
+        say(
+            f"\n{rule}\nALERT [{severity}] {time.strftime('%H:%M:%S')}  type={attributes.get('type', '?')}\n"
+            f"Subject: {subject}\n\n{text}\n{rule}\n"
+        )
+
+
+def run_state(dynamodb: Any, table: str, run_id: str) -> dict[str, Any] | None:
+    """An audit run's progress (DynamoRunStore.load) and, once finished, its summary."""
+    from keyhealth.aws.audit import DynamoRunStore
+
+    state = DynamoRunStore(dynamodb, table).load(run_id)
+    if state is None:
+        return None
+    item = dynamodb.get_item(TableName=table, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "RUN"}}).get("Item", {})
+    summary = json.loads(item["summary"]["S"]) if "summary" in item else None
+    answer = asdict(state)
+    answer["started_at"] = state.started_at.isoformat().replace("+00:00", "Z")
+    return {**answer, "complete": state.complete, "summary": summary}
+
+
+def demo_key_dict(key: DemoKey) -> dict[str, Any]:
+    return {
+        "exchange": key.exchange,
+        "label": key.label,
+        "key_type": key.key_type,
+        "scopes": list(key.scopes),
+        "expected_status": key.expected_status,
+        "expected_codes": list(key.expected_codes),
+        "api_key": key.api_key,
+        "api_secret": key.api_secret,
+        "passphrase": key.passphrase,
+    }
+
+
+def add_local_routes(api: LocalApi, resources: Resources, sink: AlertSink, keys: list[DemoKey], dynamodb: Any) -> None:
+    def health(_params: dict[str, str], _query: dict[str, str], _body: bytes) -> tuple[int, Any]:
+        return 200, {"status": "ok", "api": api.url}
+
+    def audit(_params: dict[str, str], _query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": {"code": "invalid_request", "message": "the body must be JSON"}}
+        event = {"run_id": request["run_id"]} if isinstance(request, dict) and request.get("run_id") else {}
+        answer = api.functions.invoke(DISPATCHER, event)
+        return 202, answer
+
+    def audit_state(params: dict[str, str], _query: dict[str, str], _body: bytes) -> tuple[int, Any]:
+        state = run_state(dynamodb, resources.table, params["run_id"])
+        if state is None:
+            return 404, {"error": {"code": "not_found", "message": "no such audit run"}}
+        return 200, state
+
+    def alerts(_params: dict[str, str], query: dict[str, str], _body: bytes) -> tuple[int, Any]:
+        after = int(query["after"]) if query.get("after", "").isdigit() else 0
+        items = sink.since(after)
+        return 200, {"alerts": items, "next": after + len(items)}
+
+    def demo_keys(_params: dict[str, str], _query: dict[str, str], _body: bytes) -> tuple[int, Any]:
+        return 200, {"keys": [demo_key_dict(k) for k in keys]}
+
+    api.add_local_route("GET", "/_local/health", health)
+    api.add_local_route("POST", "/_local/audit", audit)
+    api.add_local_route("GET", "/_local/audit/{run_id}", audit_state)
+    api.add_local_route("GET", "/_local/alerts", alerts)
+    api.add_local_route("GET", "/_local/demo-keys", demo_keys)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [line.format(*header).rstrip(), line.format(*("-" * w for w in widths)).rstrip()] + [
+        line.format(*row).rstrip() for row in rows
+    ]
+
+
+def start_screen(
+    api_url: str,
+    moto_url: str,
+    simulated: dict[str, str],
+    config: LocalConfig,
+    resources: Resources,
+    keys: list[DemoKey],
+) -> str:
+    out = ["", "keyhealth local stack is running (Ctrl-C stops it)", ""]
+    out.append(f"  API          {api_url}   (also {api_url}/v1; caller: {PRINCIPAL_HEADER} header)")
+    out.append(f"  moto         {moto_url}   (aws --endpoint-url {moto_url} --region {REGION} ...)")
+    for name in SIMULATORS:
+        variable = SIMULATORS[name][2]
+        where = simulated.get(name) or f"{config.external_urls[variable]}  (from {variable}: not simulated)"
+        out.append(f"  {name:<12} {where}")
+    out.append(f"  egress       {config.egress_source} (EGRESS_IPS={config.egress_ips}): keys must whitelist this")
+    out.append(f"  table        {resources.table}   topic {resources.topic_arn}")
+    out.append(f"  queues       {', '.join(u.rsplit('/', 1)[-1] for u in resources.queue_urls.values())}")
+    out += [f"  note         {note}" for note in resources.notes]
+    out.append(f"  principal    {DEFAULT_PRINCIPAL} unless the request sends {PRINCIPAL_HEADER}")
+    out.append("")
+    if keys:
+        out.append("Demo keys (demo secrets of the simulators; bind them with these exact values and scopes):")
+        pem: list[DemoKey] = []
+        rows = []
+        for key in keys:
+            is_pem = key.api_secret.startswith("-----BEGIN")
+            if is_pem:
+                pem.append(key)
+            rows.append(
+                (
+                    key.exchange,
+                    key.label,
+                    ",".join(key.scopes),
+                    key.expected_status,
+                    ",".join(key.expected_codes) or "-",
+                    key.api_key,
+                    f"({key.key_type} PEM below)" if is_pem else key.api_secret,
+                    key.passphrase or "",
+                )
+            )
+        header = ("exchange", "label", "scopes", "expect", "findings", "api_key", "api_secret", "passphrase")
+        out += ["  " + line for line in _table(header, rows)]
+        for key in pem:
+            out += ["", f"  {key.exchange} {key.label} (key_type {key.key_type}) api_secret:", key.api_secret.strip()]
+        out.append("")
+    healthy = next((k for k in keys if k.exchange == "binance" and k.label == "healthy"), None)
+    out.append("Try it (another terminal):")
+    out.append("  make demo                      bind every demo key, run an audit, print the results and alerts")
+    out.append("  make audit                     run the scheduled audit now and follow it")
+    out.append("  bin/keyhealth list             the CLI (bin/keyhealth --help)")
+    out.append(f"  curl -s {api_url}/v1/egress-ips")
+    out.append(f"  curl -s {api_url}/v1/bindings -H '{PRINCIPAL_HEADER}: arn:aws:iam::111111111111:user/platform'")
+    if healthy:
+        body = json.dumps(
+            {
+                "user_id": "u-42",
+                "exchange": "binance",
+                "api_key": healthy.api_key,
+                "api_secret": healthy.api_secret,
+                "scopes": list(healthy.scopes),
+                "label": "grid bot",
+            }
+        )
+        out.append(f"  curl -s -X POST {api_url}/v1/bindings -H 'Content-Type: application/json' \\")
+        out.append(f"       -H '{PRINCIPAL_HEADER}: arn:aws:iam::111111111111:user/platform' -d '{body}'")
+    out.append(f"  curl -s -X POST {api_url}/_local/audit     (local only: start an audit run)")
+    out.append("")
+    out.append("Alerts (SNS messages, as email subscribers read them) and requests are printed below.")
+    return "\n".join(out)
+
+
+def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    check_egress_source(config.egress_source)
+    with ExitStack() as stack:
+        moto_url = stack.enter_context(moto_server(config.moto_port))
+        apply_aws_environment(moto_url)
+        import boto3  # after AWS_ENDPOINT_URL is set
+
+        session = boto3.session.Session(region_name=REGION)
+        resources = provision(session)
+        base_urls, simulated, keys = start_simulators(config, stack)
+        os.environ.update(keyhealth_environment(config, resources, base_urls))
+
+        from keyhealth.config import settings
+
+        settings.cache_clear()
+        settings()  # a wrong environment fails here, naming the variable
+        try:
+            api = LocalApi("127.0.0.1", config.port)
+        except OSError as error:
+            raise StackError(
+                f"the API cannot listen on 127.0.0.1:{config.port}: {error.strerror} (KEYHEALTH_PORT)"
+            ) from None
+        sqs = session.client("sqs")
+        sink = AlertSink(sqs, resources.alert_queue_url, resources.topic_arn)
+        add_local_routes(api, resources, sink, keys, session.client("dynamodb"))
+        # Import the handlers now, so the first request does not pay for it.
+        api.functions.preload([r.module for r in api.routes] + [DISPATCHER, WORKER])
+        loop = AuditLoop(sqs, resources, lambda event: api.functions.invoke(WORKER, event))
+        stack.callback(sink.stop)
+        stack.callback(loop.stop)
+        stack.callback(api.stop)
+        sink.start()
+        loop.start()
+        api.start()
+        say(start_screen(api.url, moto_url, simulated, config, resources, keys))
+        if ready:
+            ready(api.url)
+        while not stop.wait(0.5):
+            pass
+        say("\nStopping keyhealth local stack...")
+    say("Stopped.")
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if os.environ.get("KEYHEALTH_LOG_LEVEL", "").upper() != "DEBUG":
+        sys.stdout = MetricFilter(sys.stdout)
+    try:
+        return serve(LocalConfig.from_env(), stop=stop)
+    except StackError as error:
+        print(f"keyhealth local stack: {error}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as error:
+        from keyhealth.config import ConfigError
+
+        if isinstance(error, ConfigError):
+            print(f"keyhealth local stack: {error}", file=sys.stderr, flush=True)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

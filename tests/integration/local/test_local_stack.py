@@ -1,0 +1,331 @@
+"""`make run` end to end: the local stack as a subprocess on free ports, driven by the CLI (as
+subprocesses), by plain HTTP and by the README's own curl examples; alerts read from its
+stdout; stopped with SIGINT, leaving no process behind.
+
+The tests share one stack and run in file order: the last one stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+READY_TIMEOUT = 40.0
+PLATFORM = "arn:aws:iam::333333333333:role/cli-tests"
+OTHER_PLATFORM = "arn:aws:iam::444444444444:user/someone-else"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_BASE_URL") and not k.startswith("KEYHEALTH_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "layers" / "shared")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class LocalStack:
+    process: subprocess.Popen[str]
+    url: str
+    lines: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_output(self, needle: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return self.output()
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} never printed; output ends with:\n{self.output()[-3000:]}")
+
+    def cli(self, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "local.cli", "--api-url", self.url, *args],
+            cwd=ROOT,
+            env=clean_env(**env),
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def demo_key(self, exchange: str, label: str) -> dict[str, Any]:
+        keys = httpx.get(f"{self.url}/_local/demo-keys").json()["keys"]
+        return next(k for k in keys if k["exchange"] == exchange and k["label"] == label)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    port = free_port()
+    env = clean_env(
+        KEYHEALTH_PORT=str(port),
+        KEYHEALTH_MOTO_PORT=str(free_port()),
+        KEYHEALTH_BINANCE_PORT=str(free_port()),
+        KEYHEALTH_BITGET_PORT=str(free_port()),
+        KEYHEALTH_BINGX_PORT=str(free_port()),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.stack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the finalizer can kill whatever it left
+    )
+    running = LocalStack(process, f"http://127.0.0.1:{port}")
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            running.lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the stack exited with {process.returncode}:\n{running.output()}")
+            try:
+                if httpx.get(f"{running.url}/_local/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stack was not ready in {READY_TIMEOUT} s:\n{running.output()}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # a safety net for children (moto runs in-process)
+            os.killpg(process.pid, signal.SIGKILL)
+        reader.join(timeout=5)
+
+
+def test_the_start_screen_says_where_everything_is(stack):
+    screen = stack.wait_for_output("Alerts (SNS messages")
+    assert f"API          {stack.url}" in screen
+    assert re.search(r"moto\s+http://127\.0\.0\.1:\d+", screen)
+    for exchange in ("binance", "bitget", "bingx"):
+        assert re.search(rf"{exchange}\s+http://127\.0\.0\.1:\d+", screen)
+    healthy = stack.demo_key("binance", "healthy")
+    assert healthy["api_key"] in screen  # demo secrets, to paste
+    assert healthy["api_secret"] in screen
+    assert "DemoPass2024" in screen  # Bitget's demo passphrase
+    assert "make audit" in screen
+    assert "curl" in screen
+
+
+def test_the_readme_curl_examples_work_as_documented(stack):
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run it locally", 1)[1].split("\n## ", 1)[0]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.S) if "curl" in b and "API=" in b)
+    script = block.replace("http://127.0.0.1:3000", stack.url)
+
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    answers = done.stdout.strip().splitlines()
+    assert json.loads(answers[0]) == {"egress_ips": ["127.0.0.2"]}
+    bound = json.loads(answers[1])
+    assert bound["binding"]["status"] == "healthy"
+    assert json.loads(answers[2])["binding_id"] == bound["binding"]["binding_id"]
+    assert [b["binding_id"] for b in json.loads(answers[3])["items"]] == [bound["binding"]["binding_id"]]
+    assert json.loads(answers[4])["report"]["status"] == "healthy"
+    rotated = json.loads(answers[5])
+    assert rotated["binding"]["status"] == "degraded"
+    assert [f["code"] for f in rotated["report"]["findings"]] == ["withdraw_enabled"]
+    assert answers[6] == "204"
+    # The rotation changed the status: the alert sink prints it as the email text.
+    output = stack.wait_for_output("healthy -> degraded (withdraw_enabled)")
+    assert "This key can withdraw funds" in output
+
+
+def test_the_cli_binds_verifies_rotates_lists_and_unbinds(stack):
+    healthy = stack.demo_key("binance", "healthy")
+    degraded = stack.demo_key("binance", "withdraw-enabled")
+
+    bound = stack.cli(
+        "--principal", PLATFORM, "--json", "bind", "--user-id", "u-cli", "--exchange", "binance",
+        "--scopes", "spot", "--label", "cli bot", "--api-key", healthy["api_key"],
+        KEYHEALTH_API_SECRET=healthy["api_secret"],
+    )  # fmt: skip
+    assert bound.returncode == 0, bound.stderr
+    assert healthy["api_secret"] not in bound.stdout + bound.stderr
+    binding_id = json.loads(bound.stdout)["binding"]["binding_id"]
+
+    verified = stack.cli("--principal", PLATFORM, "verify", binding_id)
+    assert verified.returncode == 0, verified.stderr
+    assert "status       healthy" in verified.stdout
+
+    rotated = stack.cli(
+        "--principal", PLATFORM, "rotate", binding_id, "--api-key", degraded["api_key"],
+        "--api-secret-file", "-", stdin=degraded["api_secret"] + "\n",
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr  # degraded is usable: exit 0
+    assert "withdraw_enabled" in rotated.stdout
+    assert "Fix:" in rotated.stdout
+
+    listed = stack.cli("--principal", PLATFORM, "list", "--user-id", "u-cli")
+    assert listed.returncode == 0
+    assert binding_id in listed.stdout
+    assert "degraded" in listed.stdout
+    assert stack.cli("--principal", OTHER_PLATFORM, "get", binding_id).returncode == 2  # another tenant: 404
+
+    unbound = stack.cli("--principal", PLATFORM, "unbind", binding_id)
+    assert (unbound.returncode, unbound.stdout.strip()) == (0, f"unbound {binding_id}")
+    gone = stack.cli("--principal", PLATFORM, "get", binding_id)
+    assert gone.returncode == 2
+    assert gone.stderr.strip() == "keyhealth: error: 404 binding_not_found: no such binding"
+
+
+def test_the_cli_sends_the_bitget_passphrase_and_reports_it_wrong(stack):
+    key = stack.demo_key("bitget", "wrong-passphrase")
+
+    refused = stack.cli(
+        "--principal", PLATFORM, "bind", "--user-id", "u-cli", "--exchange", "bitget", "--scopes", "spot,futures",
+        "--api-key", key["api_key"], KEYHEALTH_API_SECRET=key["api_secret"], KEYHEALTH_PASSPHRASE=key["passphrase"],
+    )  # fmt: skip
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "invalid_passphrase" in refused.stdout
+    assert key["passphrase"] not in refused.stdout + refused.stderr
+
+
+def test_the_cli_reports_a_failing_key_with_exit_1_and_its_remedy(stack):
+    key = stack.demo_key("bingx", "egress IP not whitelisted")
+
+    refused = stack.cli(
+        "--principal", PLATFORM, "bind", "--user-id", "u-cli", "--exchange", "bingx", "--api-key", key["api_key"],
+        "--api-secret-file", "-", stdin=key["api_secret"] + "\n",
+    )  # fmt: skip
+
+    assert refused.returncode == 1
+    assert "422 " in refused.stdout
+    assert "ip_not_whitelisted" in refused.stdout
+    assert "Add 127.0.0.2" in refused.stdout
+
+
+def test_the_cli_runs_an_audit_and_follows_it(stack):
+    key = stack.demo_key("binance", "trading-expiring")
+    body = {
+        "user_id": "u-audit",
+        "exchange": "binance",
+        "api_key": key["api_key"],
+        "api_secret": key["api_secret"],
+        "scopes": key["scopes"],
+    }
+    answer = httpx.post(f"{stack.url}/v1/bindings", json=body, headers={"X-Keyhealth-Principal": PLATFORM})
+    assert answer.status_code == 201, answer.text
+
+    audited = stack.cli("--json", "audit", "--wait", "30")
+
+    assert audited.returncode == 0, audited.stderr
+    state = json.loads(audited.stdout)
+    assert state["finished"]
+    assert state["tasks_done"] == state["tasks_total"] >= 1
+    assert state["summary"]["counts"]["total"] == state["tasks_total"]
+    output = stack.wait_for_output(f"keyhealth: audit {state['run_id']}:")
+    assert "trading rights lapse in" in output  # the reminder the audit raised for the expiring key
+    human = stack.cli("audit", "--wait", "30")
+    assert human.returncode == 0
+    assert "checked in" in human.stdout
+
+
+def test_plain_http_gets_the_api_gateway_behaviour(stack):
+    who = {"X-Keyhealth-Principal": OTHER_PLATFORM}
+    with httpx.Client(base_url=stack.url, headers=who) as client:
+        assert client.get("/egress-ips").json() == client.get("/v1/egress-ips").json() == {"egress_ips": ["127.0.0.2"]}
+        assert client.get("/v1/bindings").json() == {"items": [], "next_cursor": None}  # nothing of other tenants
+        missing = client.patch("/v1/bindings")
+        assert (missing.status_code, missing.json()) == (403, {"message": "Missing Authentication Token"})
+        bad = client.post("/v1/bindings", content=b"{", headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400
+        assert "x-amzn-requestid" in bad.headers
+        assert client.get("/_local/audit/no-such-run").status_code == 404
+
+
+def test_bad_input_to_the_cli_is_one_line_and_exit_2(stack):
+    for args in (
+        ("bind", "--user-id", "u-1", "--exchange", "kraken"),
+        ("list", "--limit", "500"),
+        ("frobnicate",),
+        ("--principal", PLATFORM, "bind", "--user-id", "not a valid id", "--exchange", "binance", "--api-key", "k"),
+    ):
+        done = stack.cli(*args, KEYHEALTH_API_SECRET="s" * 64)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("keyhealth: error: "), done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_api_is_one_line_and_exit_3():
+    closed = free_port()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "local.cli", "--api-url", f"http://127.0.0.1:{closed}", "list"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"keyhealth: error: cannot reach the API at http://127.0.0.1:{closed}")
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_the_bin_wrapper_runs_the_cli(stack):
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in the repository")
+    done = subprocess.run(
+        [str(ROOT / "bin" / "keyhealth"), "--api-url", stack.url, "egress-ips"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(),
+    )
+    assert (done.returncode, done.stdout) == (0, "127.0.0.2\n")
+
+
+def test_ctrl_c_stops_the_stack_and_leaves_nothing_behind(stack):
+    stack.process.send_signal(signal.SIGINT)
+
+    assert stack.process.wait(timeout=15) == 0
+    stack.wait_for_output("Stopped.")
+    with pytest.raises(ProcessLookupError):
+        os.killpg(stack.process.pid, 0)  # no process of its group is left (no orphan moto_server)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{stack.url}/_local/health", timeout=1)
