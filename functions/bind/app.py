@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from aws_lambda_powertools.logging import correlation_paths
 
 from keyhealth.api import runtime
-from keyhealth.api.http import documented, json_response, logger, new_resolver, outcome_body, record_check, tenant_of
+from keyhealth.api.http import (
+    documented,
+    json_response,
+    lambda_handler_for,
+    logger,
+    new_resolver,
+    outcome_body,
+    record_check,
+    tenant_of,
+)
 from keyhealth.api.idempotency import idempotency_key, once, register_context
 from keyhealth.api.requests import BindRequest, RotateRequest
 from keyhealth.api.responses import BindingWithReport
@@ -76,11 +84,4 @@ def rotate(binding_id: Annotated[str, Path()], request: Annotated[RotateRequest,
     )
 
 
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST,
-    log_event=False,  # a bind event carries the secret
-    clear_state=True,  # keys appended for one request must not label the next one
-)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    register_context(context)
-    return app.resolve(event, context)
+lambda_handler = lambda_handler_for(app, before=register_context)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from aws_lambda_powertools.logging import correlation_paths
 from pydantic import Field
 
 from keyhealth.api import runtime
-from keyhealth.api.http import documented, json_response, logger, new_resolver, tenant_of
+from keyhealth.api.http import documented, json_response, lambda_handler_for, logger, new_resolver, tenant_of
 from keyhealth.api.requests import USER_ID_PATTERN
 from keyhealth.api.responses import BindingList, BindingOut, EgressIps
 from keyhealth.config import settings
@@ -61,10 +60,4 @@ def egress_ips():
     return json_response(200, {"egress_ips": list(settings().egress_ips)})
 
 
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST,
-    log_event=False,  # a bind event carries the secret
-    clear_state=True,  # keys appended for one request must not label the next one
-)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return app.resolve(event, context)
+lambda_handler = lambda_handler_for(app)

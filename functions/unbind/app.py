@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from aws_lambda_powertools.logging import correlation_paths
 
 from keyhealth.api import runtime
-from keyhealth.api.http import documented, logger, new_resolver, tenant_of
+from keyhealth.api.http import documented, lambda_handler_for, logger, new_resolver, tenant_of
 from keyhealth.usecases import unbind
 
 # Routes carry no return annotation: Powertools would build a schema from `Response`.
@@ -29,10 +28,4 @@ def delete_binding(binding_id: Annotated[str, Path()]):
     return Response(status_code=204, body="")
 
 
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST,
-    log_event=False,  # a bind event carries the secret
-    clear_state=True,  # keys appended for one request must not label the next one
-)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return app.resolve(event, context)
+lambda_handler = lambda_handler_for(app)

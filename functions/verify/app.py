@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from aws_lambda_powertools.logging import correlation_paths
 
 from keyhealth.api import runtime
-from keyhealth.api.http import documented, json_response, logger, new_resolver, outcome_body, record_check, tenant_of
+from keyhealth.api.http import (
+    documented,
+    json_response,
+    lambda_handler_for,
+    logger,
+    new_resolver,
+    outcome_body,
+    record_check,
+    tenant_of,
+)
 from keyhealth.api.responses import BindingWithReport
 from keyhealth.usecases import verify_binding
 
@@ -31,10 +39,4 @@ def verify(binding_id: Annotated[str, Path()]):
     return json_response(200, outcome_body(outcome))
 
 
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST,
-    log_event=False,  # a bind event carries the secret
-    clear_state=True,  # keys appended for one request must not label the next one
-)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return app.resolve(event, context)
+lambda_handler = lambda_handler_for(app)

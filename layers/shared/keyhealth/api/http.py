@@ -8,6 +8,7 @@ message that could hold one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -17,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from keyhealth.api.requests import MAX_BODY_BYTES, InvalidRequest
@@ -231,3 +233,21 @@ def outcome_body(outcome: Any) -> dict[str, Any]:
     if outcome.same_account_bindings:
         body["same_account_bindings"] = list(outcome.same_account_bindings)
     return body
+
+
+def lambda_handler_for(
+    app: APIGatewayRestResolver, *, before: Callable[[Any], None] | None = None
+) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point of an API function: its resolver behind the logging context."""
+
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_REST,
+        log_event=False,  # a bind event carries the secret
+        clear_state=True,  # keys appended for one request must not label the next one
+    )
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if before is not None:
+            before(context)
+        return app.resolve(event, context)
+
+    return lambda_handler
