@@ -83,6 +83,7 @@ class ApiClient:
         principal: str | None = None,
         region: str | None = None,
         timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         split = urlsplit(base_url)
         if split.scheme not in ("http", "https") or not split.hostname:
@@ -91,7 +92,7 @@ class ApiClient:
         self.local = local if local is not None else split.hostname in LOOPBACK
         self.principal = principal
         self.region = region
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
