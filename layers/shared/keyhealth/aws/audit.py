@@ -101,7 +101,10 @@ class DynamoRateBudget:
                     return True
             if self._reserve(key, index, block, budget):
                 with self._lease_lock:
-                    self._leases[(exchange, pool)] = (index, block - weight)
+                    # Another thread may have leased from this window meanwhile: keep both.
+                    lease_index, left = self._leases.get((exchange, pool), (-1, 0))
+                    kept = left if lease_index == index else 0
+                    self._leases[(exchange, pool)] = (index, kept + block - weight)
                 return True
             if block > weight and self._reserve(key, index, weight, budget):
                 return True  # the window's last few units, without a lease
@@ -112,6 +115,7 @@ class DynamoRateBudget:
 
     def _reserve(self, key: dict[str, Any], index: int, weight: int, budget: int) -> bool:
         """Take `weight` from window `index` of the shared counter, if it fits."""
+        tried_open = False
         while True:
             try:
                 with storage_call("dynamodb:UpdateItem(budget)"):
@@ -127,8 +131,13 @@ class DynamoRateBudget:
             except StorageError as error:
                 if "ConditionalCheckFailed" not in error.reason:
                     raise
+            if tried_open:
+                return False  # this window is spent
             # Either this window is spent, or the stored window is an older one: start ours.
-            return self._open_window(key, index, weight)
+            if self._open_window(key, index, weight):
+                return True
+            # Or another worker opened it between our two writes: it may still have room.
+            tried_open = True
 
     def _open_window(self, key: dict[str, Any], index: int, weight: int) -> bool:
         """Start window `index` if the stored one is older; False if it is already current."""

@@ -1,0 +1,543 @@
+"""The audit worker's use cases with in-memory fakes of every port: what a check does with
+the rate budget, the circuit, the binding and the run, for each answer an exchange can give."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from keyhealth.audit.model import AuditTask, HeldAlert
+from keyhealth.audit.ports import CircuitState, RunState
+from keyhealth.audit.runtime import PLANS
+from keyhealth.audit.usecases import AuditDeps, audit_batch, audit_one
+from keyhealth.binding import Binding
+from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.errors import ConcurrentUpdate, StorageError
+from keyhealth.exchanges import binance
+from keyhealth.exchanges.base import CheckResult
+from keyhealth.findings import make_finding
+from keyhealth.model import Exchange, FindingCode, Report, Scope, Status
+from keyhealth.ports import Services
+
+C = FindingCode
+TENANT = "123456789012:role/platform"
+EGRESS = ("203.0.113.10",)
+START = 1_700_000_000.0
+SAPI = f"sapi:{binance.API_RESTRICTIONS_PATH}"
+
+
+# ------------------------------------------------------------------------------- fakes
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+    def datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC).replace(microsecond=0)
+
+
+class FakeBudget:
+    def __init__(self, *, grant: bool = True) -> None:
+        self.grant = grant
+        self.acquired: list[tuple[Exchange, dict[str, int], float]] = []
+        self.settled: list[tuple[Exchange, dict[str, int]]] = []
+
+    def acquire(self, exchange: Exchange, cost: Mapping[str, int], *, deadline: float) -> bool:
+        self.acquired.append((exchange, dict(cost), deadline))
+        return self.grant
+
+    def settle(self, exchange: Exchange, extra: Mapping[str, int]) -> None:
+        self.settled.append((exchange, dict(extra)))
+
+
+class FakeCircuit:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.states: dict[Exchange, CircuitState] = {}
+        self.trips: list[tuple[Exchange, float, str]] = []
+        self.closed: list[Exchange] = []
+
+    def state(self, exchange: Exchange) -> CircuitState:
+        return self.states.get(exchange, CircuitState())
+
+    def trip(self, exchange: Exchange, seconds: float, code: str) -> CircuitState:
+        self.trips.append((exchange, seconds, code))
+        old = self.state(exchange)
+        self.states[exchange] = CircuitState(self.clock() + seconds, code, old.strikes + 1)
+        return self.states[exchange]
+
+    def close(self, exchange: Exchange) -> None:
+        self.closed.append(exchange)
+        self.states[exchange] = replace(self.state(exchange), strikes=0)
+
+
+class FakeRuns:
+    def __init__(self) -> None:
+        self.states: dict[str, RunState] = {}
+        self.counts: dict[str, Counter[str]] = {}
+        self.held_alerts: dict[str, dict[tuple[str, str], HeldAlert]] = {}
+        self.claimed: set[str] = set()
+        self.finished: dict[str, dict[str, Any]] = {}
+        self.records: list[tuple[str, dict[str, int], int]] = []
+
+    def start(self, run_id: str, started_at: datetime) -> RunState:
+        assert run_id not in self.states
+        self.states[run_id] = RunState(run_id, started_at)
+        self.counts[run_id] = Counter()
+        self.held_alerts[run_id] = {}
+        return self.states[run_id]
+
+    def dispatched(self, run_id: str, tasks_total: int) -> RunState:
+        self.states[run_id] = replace(self.states[run_id], dispatch_done=True, tasks_total=tasks_total)
+        return self.states[run_id]
+
+    def record(self, run_id: str, counters: Mapping[str, int], held: list[HeldAlert], tasks_done: int) -> RunState:
+        self.records.append((run_id, dict(counters), tasks_done))
+        self.counts[run_id].update(counters)
+        for alert in held:
+            self.held_alerts[run_id][(alert.binding_id, alert.kind)] = alert
+        state = self.states[run_id]
+        self.states[run_id] = replace(state, tasks_done=state.tasks_done + tasks_done)
+        return self.states[run_id]
+
+    def claim_finalization(self, run_id: str) -> bool:
+        if not self.states[run_id].complete or run_id in self.claimed:
+            return False
+        self.claimed.add(run_id)
+        return True
+
+    def load(self, run_id: str) -> RunState | None:
+        return self.states.get(run_id)
+
+    def counters(self, run_id: str) -> dict[str, int]:
+        return dict(self.counts[run_id])
+
+    def held(self, run_id: str) -> Iterator[HeldAlert]:
+        yield from self.held_alerts[run_id].values()
+
+    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> None:
+        self.finished[run_id] = summary
+        self.states[run_id] = replace(self.states[run_id], finished=True)
+
+
+class FakeBindings:
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], Binding] = {}
+        self.saves = 0
+        self.conflicts_left = 0  # the next saves that find the binding changed meanwhile
+        self.fail_saves = False
+
+    def add(self, binding: Binding) -> Binding:
+        self.items[(binding.tenant, binding.binding_id)] = binding
+        return binding
+
+    def get(self, tenant: str, binding_id: str) -> Binding | None:
+        return self.items.get((tenant, binding_id))
+
+    def save(self, binding: Binding, *, previous: Binding) -> Binding:
+        if self.fail_saves:
+            raise StorageError("dynamodb:PutItem(save)", "ProvisionedThroughputExceededException")
+        stored = self.items[(binding.tenant, binding.binding_id)]
+        if self.conflicts_left:
+            self.conflicts_left -= 1
+            self.items[(stored.tenant, stored.binding_id)] = replace(stored, version=stored.version + 1)
+            raise ConcurrentUpdate("changed meanwhile")
+        if stored.version != previous.version:
+            raise ConcurrentUpdate("changed meanwhile")
+        saved = replace(binding, version=previous.version + 1)
+        self.items[(binding.tenant, binding.binding_id)] = saved
+        self.saves += 1
+        return saved
+
+
+class FakeSecrets:
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials:
+        self.reads.append(secret_id)
+        return Credentials(api_key="k" * 64, api_secret=Secret("s" * 64))
+
+
+class FakeAlerts:
+    def __init__(self) -> None:
+        self.published = []
+
+    def publish(self, alert) -> None:
+        self.published.append(alert)
+
+    def types(self) -> list[str]:
+        return [a.body["type"] for a in self.published]
+
+
+class FakeAdapter:
+    """Answers each check with the next chosen result (the last one repeats)."""
+
+    def __init__(self, exchange: Exchange, *results: CheckResult) -> None:
+        self.exchange = exchange
+        self.results = list(results)
+        self.calls: list[dict[str, Any]] = []
+
+    def check(self, credentials: Credentials, scopes, *, identify_account: bool = False, thorough: bool = True):
+        self.calls.append({"scopes": tuple(scopes), "thorough": thorough, "identify_account": identify_account})
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    budget: FakeBudget
+    circuit: FakeCircuit
+    runs: FakeRuns
+    bindings: FakeBindings
+    secrets: FakeSecrets
+    alerts: FakeAlerts
+    adapters: dict[Exchange, FakeAdapter]
+    deps: AuditDeps
+    tasks: list[tuple[str, AuditTask]] = field(default_factory=list)
+
+    def answer(self, exchange: Exchange, *results: CheckResult) -> FakeAdapter:
+        self.adapters[exchange].results = list(results)
+        return self.adapters[exchange]
+
+    def bind(self, exchange: Exchange, binding_id: str, status: Status = Status.HEALTHY, **changes: Any) -> Binding:
+        return self.bindings.add(make_binding(exchange, binding_id, status, self.clock.datetime(), **changes))
+
+    def task(self, binding: Binding | str, run_id: str = "run-1", exchange: Exchange = Exchange.BINANCE):
+        binding_id = binding if isinstance(binding, str) else binding.binding_id
+        exchange = exchange if isinstance(binding, str) else binding.exchange
+        return AuditTask(run_id, exchange, TENANT, binding_id)
+
+    def start(self, run_id: str, total: int) -> None:
+        self.runs.start(run_id, self.clock.datetime())
+        self.runs.dispatched(run_id, total)
+
+
+def make_binding(exchange: Exchange, binding_id: str, status: Status, now: datetime, **changes: Any) -> Binding:
+    binding = Binding(
+        binding_id=binding_id,
+        tenant=TENANT,
+        user_id="u-42",
+        exchange=exchange,
+        label=None,
+        key_type=KeyType.HMAC,
+        api_key_masked="kkkk...kkkk",
+        api_key_hash="0" * 64,
+        scopes=(Scope.SPOT,),
+        status=status,
+        created_at=now - timedelta(days=30),
+        updated_at=now - timedelta(days=1),
+        secret_id=f"keyhealth/{binding_id}",
+    )
+    return replace(binding, **changes)
+
+
+def result(
+    exchange: Exchange, *codes: FindingCode, retry_after: float | None = None, requests: tuple[str, ...] = ()
+) -> CheckResult:
+    report = Report(
+        checked_at=datetime.fromtimestamp(START, UTC),
+        egress_ip=EGRESS[0],
+        findings=tuple(make_finding(code, exchange, egress_ips=EGRESS) for code in codes),
+    )
+    return CheckResult(report=report, retry_after=retry_after, requests=requests)
+
+
+@pytest.fixture
+def world() -> World:
+    clock = FakeClock()
+    budget, circuit, runs = FakeBudget(), FakeCircuit(clock), FakeRuns()
+    bindings, secrets, alerts = FakeBindings(), FakeSecrets(), FakeAlerts()
+    healthy_requests = {
+        Exchange.BINANCE: (binance.API_RESTRICTIONS_PATH,),
+        Exchange.BITGET: ("/api/v2/spot/account/info",),
+        Exchange.BINGX: ("/openApi/v1/account/apiPermissions",),
+    }
+    adapters = {e: FakeAdapter(e, result(e, requests=healthy_requests[e])) for e in Exchange}
+    services = Services(
+        adapters=adapters,  # type: ignore[arg-type]
+        bindings=bindings,  # type: ignore[arg-type]
+        secrets=secrets,  # type: ignore[arg-type]
+        alerts=alerts,
+        secret_prefix="keyhealth/",
+        egress_ips=EGRESS,
+        now=clock.datetime,
+    )
+    deps = AuditDeps(services=services, budget=budget, circuit=circuit, runs=runs, plans=PLANS, clock=clock)
+    world = World(clock, budget, circuit, runs, bindings, secrets, alerts, adapters, deps)
+    world.start("run-1", 100)
+    return world
+
+
+def run_batch(world: World, *tasks: AuditTask):
+    return audit_batch([(f"m-{i}", task) for i, task in enumerate(tasks)], world.deps)
+
+
+# ------------------------------------------------------------------------ a normal check
+def test_a_check_reserves_its_cost_asks_lightly_and_stores_the_report(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1", Status.HEALTHY)
+    adapter = world.answer(Exchange.BINANCE, result(Exchange.BINANCE, C.IP_NOT_WHITELISTED))
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert (outcome.done, outcome.retry, outcome.finalized) == (1, {}, [])
+    assert world.budget.acquired == [(Exchange.BINANCE, {SAPI: 1}, START + world.deps.max_wait_seconds)]
+    assert adapter.calls == [{"scopes": (Scope.SPOT,), "thorough": False, "identify_account": False}]
+    assert world.secrets.reads == ["keyhealth/bnd_1"]
+    stored = world.bindings.get(TENANT, "bnd_1")
+    assert (stored.status, stored.version) == (Status.FAILING, 2)
+    assert world.runs.counters("run-1") == {
+        "checked.binance": 1,
+        "status.binance.failing": 1,
+        "newly_failing.binance.ip_not_whitelisted": 1,
+    }
+    [alert] = world.runs.held_alerts["run-1"].values()
+    assert (alert.binding_id, alert.kind, alert.newly_failing) == ("bnd_1", "binding_status_changed", True)
+    assert world.alerts.published == []  # held until the run ends
+    assert world.budget.settled == []  # the check cost what was reserved
+    assert world.circuit.trips == []
+
+
+def test_a_batch_records_each_run_once_with_the_sum_of_its_tasks(world):
+    world.start("run-2", 100)
+    first = world.bind(Exchange.BINANCE, "bnd_1")
+    second = world.bind(Exchange.BITGET, "bnd_2")
+    third = world.bind(Exchange.BINGX, "bnd_3")
+
+    outcome = run_batch(world, world.task(first), world.task(second), world.task(third, run_id="run-2"))
+
+    assert outcome.done == 3
+    assert sorted((run_id, done) for run_id, _, done in world.runs.records) == [("run-1", 2), ("run-2", 1)]
+    assert world.runs.counters("run-1")["status.bitget.healthy"] == 1
+    assert world.runs.counters("run-2") == {"checked.bingx": 1, "status.bingx.healthy": 1}
+
+
+# -------------------------------------------------------------------------- throttling
+def test_a_rate_limited_answer_trips_the_circuit_and_returns_the_task_for_later(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    world.answer(Exchange.BINANCE, result(Exchange.BINANCE, C.RATE_LIMITED))
+    plan = PLANS[Exchange.BINANCE]
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert outcome.done == 0
+    assert outcome.retry["m-0"] >= plan.default_backoff_seconds
+    assert world.circuit.trips == [(Exchange.BINANCE, plan.default_backoff_seconds, "rate_limited")]
+    assert world.bindings.get(TENANT, "bnd_1") == binding  # not counted unknown: it is checked again later
+    assert world.runs.records == []
+
+
+def test_a_rate_limited_answer_with_retry_after_waits_that_long(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    world.answer(Exchange.BINANCE, result(Exchange.BINANCE, C.RATE_LIMITED, retry_after=42.0))
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert outcome.retry["m-0"] == 42.0
+    assert world.circuit.trips == [(Exchange.BINANCE, 42.0, "rate_limited")]
+
+
+def test_a_short_retry_after_never_brings_the_task_back_before_the_default_backoff(world):
+    binding = world.bind(Exchange.BINGX, "bnd_1")
+    world.answer(Exchange.BINGX, result(Exchange.BINGX, C.RATE_LIMITED, retry_after=1.0))
+    outcome = run_batch(world, world.task(binding))
+    assert outcome.retry["m-0"] == PLANS[Exchange.BINGX].default_backoff_seconds
+
+
+def test_repeated_throttling_backs_off_longer_each_time_up_to_the_maximum(world):
+    plan = PLANS[Exchange.BITGET]
+    binding = world.bind(Exchange.BITGET, "bnd_1")
+    world.answer(Exchange.BITGET, result(Exchange.BITGET, C.RATE_LIMITED))
+    for _ in range(10):
+        run_batch(world, world.task(binding))
+        world.clock.now += 1000  # past every back-off: the circuit lets the next check through
+    seconds = [s for _, s, _ in world.circuit.trips]
+    assert seconds[:4] == [2.0, 4.0, 8.0, 16.0]
+    assert max(seconds) == plan.max_backoff_seconds
+
+
+def test_an_answer_after_throttling_closes_the_circuit(world):
+    binding = world.bind(Exchange.BITGET, "bnd_1")
+    world.circuit.states[Exchange.BITGET] = CircuitState(open_until=START - 1, code="rate_limited", strikes=3)
+    outcome = run_batch(world, world.task(binding))
+    assert outcome.done == 1
+    assert world.circuit.closed == [Exchange.BITGET]
+
+
+def test_an_open_rate_limited_circuit_requeues_without_asking_the_exchange(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    world.circuit.states[Exchange.BINANCE] = CircuitState(open_until=START + 30, code="rate_limited", strikes=1)
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert outcome.retry == {"m-0": 30.0}
+    assert world.adapters[Exchange.BINANCE].calls == []
+    assert world.budget.acquired == []
+    assert world.bindings.get(TENANT, "bnd_1") == binding
+    assert world.runs.records == []
+
+
+def test_a_long_rate_limited_circuit_records_unknown_rather_than_waiting(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    long = world.deps.requeue_limit_seconds + 1
+    world.circuit.states[Exchange.BINANCE] = CircuitState(open_until=START + long, code="rate_limited", strikes=5)
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert (outcome.done, outcome.retry) == (1, {})
+    assert world.adapters[Exchange.BINANCE].calls == []
+    assert world.bindings.get(TENANT, "bnd_1").last_report.codes == ["rate_limited"]
+
+
+def test_an_open_egress_blocked_circuit_records_unknown_without_asking_the_exchange(world):
+    binding = world.bind(Exchange.BINGX, "bnd_1", Status.DEGRADED, unknown_streak=1)
+    world.circuit.states[Exchange.BINGX] = CircuitState(open_until=START + 60, code="egress_blocked", strikes=1)
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert (outcome.done, outcome.retry) == (1, {})
+    assert world.adapters[Exchange.BINGX].calls == []
+    assert world.budget.acquired == []
+    assert world.secrets.reads == []
+    stored = world.bindings.get(TENANT, "bnd_1")
+    assert (stored.status, stored.unknown_streak) == (Status.DEGRADED, 2)
+    assert stored.last_report.status is Status.UNKNOWN
+    assert stored.last_report.codes == ["egress_blocked"]
+    assert stored.last_report.egress_ip == EGRESS[0]
+    assert world.runs.counters("run-1")["transient.bingx.egress_blocked"] == 1
+
+
+def test_an_egress_block_without_retry_after_opens_the_circuit_for_the_longest_backoff(world):
+    binding = world.bind(Exchange.BITGET, "bnd_1")
+    world.answer(Exchange.BITGET, result(Exchange.BITGET, C.EGRESS_BLOCKED))
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert world.circuit.trips == [(Exchange.BITGET, PLANS[Exchange.BITGET].max_backoff_seconds, "egress_blocked")]
+    assert outcome.done == 1  # recorded unknown: a block does not clear by waiting a little
+    assert world.bindings.get(TENANT, "bnd_1").unknown_streak == 1
+
+
+def test_a_refused_budget_requeues_without_asking_the_exchange(world):
+    binding = world.bind(Exchange.BITGET, "bnd_1")
+    world.budget.grant = False
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert outcome.done == 0
+    assert outcome.retry["m-0"] > 0
+    assert world.adapters[Exchange.BITGET].calls == []
+    assert world.bindings.get(TENANT, "bnd_1") == binding
+    assert world.runs.records == []
+
+
+# ---------------------------------------------------------------------- extra weight
+def test_a_clock_resync_settles_the_weight_beyond_the_reservation(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    resync = (binance.API_RESTRICTIONS_PATH, binance.SERVER_TIME_PATH, binance.API_RESTRICTIONS_PATH)
+    world.answer(Exchange.BINANCE, result(Exchange.BINANCE, requests=resync))
+
+    run_batch(world, world.task(binding))
+
+    assert world.budget.settled == [(Exchange.BINANCE, {SAPI: 1, "api": 1})]
+
+
+def test_a_bitget_unified_account_settles_its_second_request(world):
+    binding = world.bind(Exchange.BITGET, "bnd_1")
+    world.answer(
+        Exchange.BITGET, result(Exchange.BITGET, requests=("/api/v2/spot/account/info", "/api/v3/account/info"))
+    )
+    run_batch(world, world.task(binding))
+    assert world.budget.settled == [(Exchange.BITGET, {"ip_requests": 1})]
+
+
+def test_a_check_that_spent_less_than_reserved_settles_nothing(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    world.answer(Exchange.BINANCE, result(Exchange.BINANCE, C.TIMEOUT, requests=()))
+    run_batch(world, world.task(binding))
+    assert world.budget.settled == []
+
+
+# ------------------------------------------------------------------- bindings and runs
+def test_audit_one_returns_the_assessment_it_stored(world):
+    binding = world.bind(Exchange.BITGET, "bnd_1", Status.DEGRADED)
+
+    assessment = audit_one(world.task(binding), world.deps)
+
+    assert assessment.binding.status is Status.HEALTHY
+    assert world.bindings.get(TENANT, "bnd_1") == replace(assessment.binding, version=2)
+    assert [h.kind for h in assessment.held] == ["binding_status_changed"]
+    assert audit_one(world.task("bnd_gone", exchange=Exchange.BITGET), world.deps) is None
+
+
+def test_a_deleted_binding_counts_as_done_without_an_assessment(world):
+    outcome = run_batch(world, world.task("bnd_gone"))
+
+    assert (outcome.done, outcome.retry) == (1, {})
+    assert world.runs.records == [("run-1", {}, 1)]
+    assert world.runs.held_alerts["run-1"] == {}
+    assert world.adapters[Exchange.BINANCE].calls == []
+    assert world.budget.acquired == []
+
+
+def test_a_binding_changed_meanwhile_is_read_again_and_assessed_from_its_new_state(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1", Status.HEALTHY)
+    world.bindings.conflicts_left = 1
+    world.answer(Exchange.BINANCE, result(Exchange.BINANCE, C.INVALID_API_KEY))
+
+    outcome = run_batch(world, world.task(binding))
+
+    assert outcome.done == 1
+    stored = world.bindings.get(TENANT, "bnd_1")
+    assert (stored.status, stored.version) == (Status.FAILING, 3)
+    assert len(world.runs.held_alerts["run-1"]) == 1
+
+
+def test_a_storage_failure_returns_the_task_for_retry(world):
+    binding = world.bind(Exchange.BINANCE, "bnd_1")
+    world.bindings.fail_saves = True
+    outcome = run_batch(world, world.task(binding))
+    assert (outcome.done, list(outcome.retry)) == (0, ["m-0"])
+    assert world.runs.records == []
+
+
+def test_the_last_batch_of_a_complete_run_finalizes_it_exactly_once(world):
+    world.start("run-2", 3)
+    bindings = [world.bind(Exchange.BITGET, f"bnd_{i}") for i in range(3)]
+    world.answer(Exchange.BITGET, result(Exchange.BITGET, C.INVALID_PASSPHRASE))
+
+    first = run_batch(world, *(world.task(b, run_id="run-2") for b in bindings[:2]))
+    assert first.finalized == []
+    assert world.alerts.published == []
+
+    last = run_batch(world, world.task(bindings[2], run_id="run-2"))
+    [summary] = last.finalized
+    assert summary["run_id"] == "run-2"
+    assert summary["counts"]["failing"] == 3
+    assert summary["newly_failing_count"] == 3
+    assert [i["code"] for i in summary["incidents"]] == ["invalid_passphrase"]  # 3 of 3: folded
+    assert world.alerts.types() == ["incident", "audit_summary"]
+    assert world.runs.finished["run-2"] == summary
+
+    redelivered = run_batch(world, world.task(bindings[2], run_id="run-2"))
+    assert redelivered.finalized == []
+    assert world.alerts.types() == ["incident", "audit_summary"]
+
+
+def test_a_run_with_a_task_still_waiting_is_not_finalized(world):
+    world.start("run-2", 2)
+    first, second = world.bind(Exchange.BINANCE, "bnd_1"), world.bind(Exchange.BITGET, "bnd_2")
+    world.budget.grant = False
+    outcome = run_batch(world, world.task(first, run_id="run-2"))
+    assert list(outcome.retry) == ["m-0"]
+    world.budget.grant = True
+    outcome = run_batch(world, world.task(second, run_id="run-2"))
+    assert outcome.finalized == []
+    assert world.runs.load("run-2").tasks_done == 1
