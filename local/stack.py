@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from local.gateway import DEFAULT_PRINCIPAL, PRINCIPAL_HEADER, LocalApi
+from local.sqs_event_source import deliver_batch
 from local.template import create_key, create_table, create_topic, has_resource, queue_attributes, resource
 from simulators import binance, bingx, bitget
 from simulators.base import DemoKey, SimulatorServer
@@ -335,30 +336,7 @@ class AuditLoop:
                 self._stop.wait(1)
 
     def _deliver(self, url: str, arn: str, messages: list[dict[str, Any]]) -> None:
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m.get("MD5OfBody"),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
-        answer = self._invoke(event)
-        failed = {f["itemIdentifier"] for f in (answer or {}).get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            self._sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-            )
+        deliver_batch(self._sqs, url, arn, messages, self._invoke, region=REGION)
 
 
 class AlertSink:

@@ -211,7 +211,8 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     from keyhealth.exchanges.registry import build_adapters
     from keyhealth.ids import new_binding_id
     from keyhealth.model import Exchange, Scope, Status, utc_now
-    from tests.support.template import create_table
+    from local.sqs_event_source import deliver_batch
+    from local.template import create_table
 
     _wait_for(f"http://127.0.0.1:{moto_port}/moto-api/")
     session = boto3.session.Session(region_name=REGION)
@@ -325,6 +326,9 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     stop = threading.Event()
     memory: list[tuple[int, float]] = []
 
+    def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return worker.lambda_handler(event, _Context())
+
     def invocation_loop(exchange: Exchange) -> None:
         url = queues[exchange]
         arn = f"arn:aws:sqs:{REGION}:000000000000:bench-audit-{exchange.value}"
@@ -332,26 +336,9 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
             messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
             if not messages:
                 continue
-            event = {
-                "Records": [
-                    {
-                        "messageId": m["MessageId"],
-                        "receiptHandle": m["ReceiptHandle"],
-                        "body": m["Body"],
-                        "eventSource": "aws:sqs",
-                        "eventSourceARN": arn,
-                    }
-                    for m in messages
-                ]
-            }
-            answer = worker.lambda_handler(event, _Context())
-            failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
-            done = [m for m in messages if m["MessageId"] not in failed]
-            if done:
-                sqs.delete_message_batch(
-                    QueueUrl=url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-                )
+            deliver_batch(
+                sqs, url, arn, messages, lambda event: worker.lambda_handler(event, _Context()), region=REGION
+            )
 
     threads = [
         threading.Thread(target=invocation_loop, args=(exchange,), daemon=True)

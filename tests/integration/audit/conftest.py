@@ -18,6 +18,7 @@ from keyhealth.audit.usecases import AuditDeps
 from keyhealth.aws import clients
 from keyhealth.aws.audit import DynamoCircuit, DynamoRateBudget, DynamoRunStore, SqsTaskQueue
 from keyhealth.model import Exchange
+from local.sqs_event_source import deliver_batch
 from tests.integration.api.conftest import TABLE, clock, exchanges, stack  # noqa: F401 - fixtures
 from tests.support.clock import SkippableClock
 from tests.support.events import LambdaContext
@@ -69,28 +70,18 @@ class Audit:
                     continue
                 delivered += len(messages)
                 arn = f"arn:aws:sqs:eu-west-1:123456789012:audit-{exchange.value}"
-                event = {
-                    "Records": [
-                        {
-                            "messageId": m["MessageId"],
-                            "receiptHandle": m["ReceiptHandle"],
-                            "body": m["Body"],
-                            "eventSource": "aws:sqs",
-                            "eventSourceARN": arn,
-                            "attributes": m.get("Attributes", {}),
-                        }
-                        for m in messages
-                    ]
-                }
                 sqs.change_message_visibility = record_delay
                 try:
-                    result = worker.lambda_handler(event, LambdaContext())
+                    deliver_batch(
+                        sqs,
+                        url,
+                        arn,
+                        messages,
+                        lambda event: worker.lambda_handler(event, LambdaContext()),
+                        region="eu-west-1",
+                    )
                 finally:
                     sqs.change_message_visibility = real_change
-                failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-                for m in messages:
-                    if m["MessageId"] not in failed:
-                        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
             if not delivered:
                 return answer
         raise AssertionError("the audit did not drain its queues")
