@@ -7,6 +7,7 @@ the others are deleted. A task failing every time reaches the dead-letter queue.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
@@ -49,7 +50,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             clients.client("sqs").change_message_visibility(
                 QueueUrl=_queue_url(record["eventSourceARN"]),
                 ReceiptHandle=record["receiptHandle"],
-                VisibilityTimeout=int(min(max(delay, 1), MAX_VISIBILITY_SECONDS)),
+                VisibilityTimeout=min(max(math.ceil(delay), 1), MAX_VISIBILITY_SECONDS),  # never early
             )
         except (ClientError, BotoCoreError):  # best effort: the queue's own visibility timeout applies
             logger.warning("could not delay an audit task", extra={"message_id": message_id})

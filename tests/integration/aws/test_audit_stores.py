@@ -548,3 +548,11 @@ def _drain(sqs: Any, url: str) -> list[AuditTask]:
             tasks.append(AuditTask.from_json(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return tasks
+
+
+def test_a_batch_with_the_same_alert_twice_is_written_once(dynamodb):
+    runs = DynamoRunStore(dynamodb, TABLE)
+    runs.start("run-1", STARTED)
+    # SQS delivered the same task twice in one batch: one BatchWriteItem refuses duplicate keys.
+    runs.record("run-1", {}, [held_alert("bnd_1"), held_alert("bnd_1")], 2)
+    assert [h.binding_id for h in runs.held("run-1")] == ["bnd_1"]

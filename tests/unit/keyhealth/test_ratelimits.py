@@ -131,3 +131,12 @@ def test_backoffs_wait_at_least_as_long_as_each_exchange_needs():
     assert PLANS[Exchange.BINGX].default_backoff_seconds == 300.0  # "recover after 5 minutes"
     for plan in PLANS.values():
         assert 0 < plan.default_backoff_seconds <= plan.max_backoff_seconds
+
+
+def test_bingx_pools_are_found_behind_a_base_url_path_prefix():
+    from keyhealth.exchanges import bingx
+
+    plan = bingx.RATE_PLAN
+    prefixed = plan.cost(["/proxy/bingx" + bingx.API_PERMISSIONS_PATH])
+    assert prefixed == plan.cost([bingx.API_PERMISSIONS_PATH])
+    assert all(plan.pool(name) for name in prefixed)  # every pool named exists

@@ -330,6 +330,8 @@ class DynamoRunStore:
         return self._state(run_id, answer["Attributes"])
 
     def _put_held(self, run_id: str, held: list[HeldAlert]) -> None:
+        # SQS may deliver a task twice, even in one batch; one BatchWriteItem refuses duplicate keys.
+        held = list({(h.binding_id, h.kind): h for h in held}.values())
         requests = [
             {
                 "PutRequest": {

@@ -63,6 +63,17 @@ UID_LIMITS: dict[str, tuple[int, float]] = {
 #: 5 minutes" (exchanges.md 3.4). BingX documents no Retry-After header, so this is our wait.
 RATE_LIMIT_RECOVERY_SECONDS = 300.0
 
+
+def _bingx_weights(path: str) -> list[tuple[str, int]]:
+    """A request counts in the account group's total and in its interface's own counter; the
+    interface is matched by its tail, so a base URL with a path prefix maps the same."""
+    interface = next((p for p in (API_PERMISSIONS_PATH, UID_PATH, SERVER_TIME_PATH) if path.endswith(p)), None)
+    weights = [("account_group_requests", 1)]
+    if interface is not None:
+        weights.append((f"interface:{interface}", 1))
+    return weights
+
+
 #: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits):
 #: each request counts in the account group's total and in its own interface's counter.
 RATE_PLAN = RatePlan(
@@ -73,7 +84,7 @@ RATE_PLAN = RatePlan(
         Pool(f"interface:{UID_PATH}", *IP_LIMITS["interface_requests"]),
         Pool(f"interface:{SERVER_TIME_PATH}", *IP_LIMITS["interface_requests"]),
     ),
-    weights=lambda path: [("account_group_requests", 1), (f"interface:{path}", 1)],
+    weights=lambda path: _bingx_weights(path),
     audit_check_paths=(API_PERMISSIONS_PATH,),
     default_backoff_seconds=RATE_LIMIT_RECOVERY_SECONDS,
     max_backoff_seconds=RATE_LIMIT_RECOVERY_SECONDS,
