@@ -4,8 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/shared/requirements.txt | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/shared
+# SAM CLI pins its own boto3 and click: it lives in its own venv, never in the test environment.
+SAM_VENV        ?= .venv-sam
+SAM_CLI_VERSION := 1.170.0
+SAM_STAMP       := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+SAM             := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_REGION      ?= eu-west-1
 
-.PHONY: help venv test unit lint format run demo audit check-demo clean docs openapi bench-audit
+.PHONY: help venv test unit lint lint-template build format run demo audit check-demo clean docs openapi bench-audit
 
 help:
 	@echo "make test    install into $(VENV) and run lint + the whole suite"
@@ -14,6 +20,8 @@ help:
 	@echo "make audit   with make run going: run the scheduled audit now and follow it"
 	@echo "make check-demo  check every demo key once through the adapters (no AWS) and exit"
 	@echo "make lint    ruff check + ruff format --check"
+	@echo "make lint-template  cfn-lint and sam validate --lint on template.yaml and its SAM translation, sam build"
+	@echo "make build   sam build (arm64, no Docker): then sam deploy --guided"
 	@echo "make format  ruff format + ruff check --fix"
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
@@ -28,6 +36,30 @@ venv: $(STAMP)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	rm -f $(SAM_VENV)/.installed-*
+	touch $@
+
+# cfn-lint alone misses an invalid Runtime and bad Refs inside SAM resources: the translated
+# CloudFormation (default parameters, and every optional resource switched on) is linted too.
+lint-template: venv $(SAM_STAMP)
+	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --region $(SAM_REGION)
+	$(BIN)/python scripts/sam_translate.py --output build/template.json
+	$(BIN)/cfn-lint build/template.json
+	$(BIN)/python scripts/sam_translate.py --output build/template-options.json \
+		--parameter NatGateways=per-az --parameter AwsInterfaceEndpoints=true \
+		--parameter ApiAllowedAccounts=111111111111,222222222222 --parameter ApiAllowedVpcEndpoints=vpce-0123abcd \
+		--parameter SlackWebhookSecretArn=arn:aws:secretsmanager:eu-west-1:111111111111:secret:slack-AbCdEf
+	$(BIN)/cfn-lint build/template-options.json
+	$(SAM) build --region $(SAM_REGION)
+
+build: $(SAM_STAMP)
+	$(SAM) build --region $(SAM_REGION)
 
 format: venv
 	$(BIN)/ruff format .
@@ -52,7 +84,7 @@ check-demo: venv
 	$(BIN)/python -m local.demo_checks
 
 clean:
-	rm -rf $(VENV) .aws-sam build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam build .pytest_cache .ruff_cache
 
 docs: venv
 	$(BIN)/python scripts/finding_docs.py README.md

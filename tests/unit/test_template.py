@@ -1,0 +1,568 @@
+"""The deployed template's security properties, on the CloudFormation the SAM transform makes of it.
+
+Given template.yaml translated by aws-sam-translator (as CloudFormation does on deploy), these tests pin
+which functions run in the VPC, every role's exact actions and resources, encryption, AWS_IAM on every
+method, data protection, the schedule and the outputs. A change that widens a policy fails here first:
+update EXPECTED_POLICIES only together with the code that needs the new permission.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+
+from scripts.sam_translate import translate
+
+SECRETS = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:keyhealth/${AWS::StackName}/*"
+KEY = "SecretsKey.Arn"
+TABLE = "BindingsTable.Arn"
+QUEUES = ("AuditQueueBinance.Arn", "AuditQueueBitget.Arn", "AuditQueueBingx.Arn")
+ENI_ACTIONS = (
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:UnassignPrivateIpAddresses",
+)
+
+
+def via(*services: str) -> str:
+    return "kms:ViaService=" + ",".join(f"{s}.${{AWS::Region}}.amazonaws.com" for s in services)
+
+
+# role -> Sid -> (actions, resources, condition). Resources and conditions as `show` writes them.
+EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]]] = {
+    "BindRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("BindLogGroup.Arn",), None),
+        "VpcNetworkInterfaces": (ENI_ACTIONS, ("*",), None),
+        "WriteBindingSecrets": (
+            (
+                "secretsmanager:CreateSecret",
+                "secretsmanager:DeleteSecret",
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:TagResource",
+                "secretsmanager:UpdateSecretVersionStage",
+            ),
+            (SECRETS,),
+            None,
+        ),
+        "KeyThroughSecretsManager": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("secretsmanager")),
+        "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sns")),
+        "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"), (TABLE,), None),
+        "Idempotency": (
+            ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+            ("IdempotencyTable.Arn",),
+            None,
+        ),
+        "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+    },
+    "VerifyRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("VerifyLogGroup.Arn",), None),
+        "VpcNetworkInterfaces": (ENI_ACTIONS, ("*",), None),
+        "ReadBindingSecrets": (("secretsmanager:GetSecretValue",), (SECRETS,), None),
+        "KeyThroughSecretsManager": (("kms:Decrypt",), (KEY,), via("secretsmanager")),
+        "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sns")),
+        "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"), (TABLE,), None),
+        "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+    },
+    "UnbindRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("UnbindLogGroup.Arn",), None),
+        "DeleteBindingSecrets": (
+            ("secretsmanager:DeleteSecret", "secretsmanager:DescribeSecret", "secretsmanager:RestoreSecret"),
+            (SECRETS,),
+            None,
+        ),
+        "KeyThroughDynamoDb": (("kms:Decrypt",), (KEY,), via("dynamodb")),
+        "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem"), (TABLE,), None),
+    },
+    "ReadRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("ReadLogGroup.Arn",), None),
+        "KeyThroughDynamoDb": (("kms:Decrypt",), (KEY,), via("dynamodb")),
+        "Bindings": (("dynamodb:GetItem", "dynamodb:Query"), (TABLE, "${BindingsTable.Arn}/index/ByUser"), None),
+    },
+    "AuditDispatcherRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("AuditDispatcherLogGroup.Arn",), None),
+        "KeyThroughDynamoDbSqsAndSns": (
+            ("kms:Decrypt", "kms:GenerateDataKey"),
+            (KEY,),
+            via("dynamodb", "sqs", "sns"),
+        ),
+        "BindingsByExchange": (("dynamodb:Query",), ("${BindingsTable.Arn}/index/ByExchange",), None),
+        "RunItems": (
+            ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+            (TABLE,),
+            None,
+        ),
+        "AuditTasks": (("sqs:SendMessage",), QUEUES, None),
+        "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+    },
+    "AuditWorkerRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("AuditWorkerLogGroup.Arn",), None),
+        "VpcNetworkInterfaces": (ENI_ACTIONS, ("*",), None),
+        "ReadBindingSecrets": (("secretsmanager:GetSecretValue",), (SECRETS,), None),
+        "KeyThroughSecretsManager": (("kms:Decrypt",), (KEY,), via("secretsmanager")),
+        "KeyThroughDynamoDbSqsAndSns": (
+            ("kms:Decrypt", "kms:GenerateDataKey"),
+            (KEY,),
+            via("dynamodb", "sqs", "sns"),
+        ),
+        "AuditState": (
+            (
+                "dynamodb:BatchWriteItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+            ),
+            (TABLE,),
+            None,
+        ),
+        "AuditTasks": (
+            (
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ),
+            QUEUES,
+            None,
+        ),
+        "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+    },
+    "SlackNotifierRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("SlackNotifierLogGroup.Arn",), None),
+        "WebhookSecret": (("secretsmanager:GetSecretValue",), ("SlackWebhookSecretArn",), None),
+        "DeadLetters": (("sqs:SendMessage",), ("SlackDeadLetterQueue.Arn",), None),
+        "KeyThroughSqs": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("sqs")),
+    },
+}
+
+FUNCTIONS = {
+    "BindFunction": "BindRole",
+    "VerifyFunction": "VerifyRole",
+    "UnbindFunction": "UnbindRole",
+    "ReadFunction": "ReadRole",
+    "AuditDispatcherFunction": "AuditDispatcherRole",
+    "AuditWorkerFunction": "AuditWorkerRole",
+    "SlackNotifierFunction": "SlackNotifierRole",
+}
+# The functions that call exchanges: their requests must leave from the NAT gateways' Elastic IPs.
+IN_VPC = {"BindFunction", "VerifyFunction", "AuditWorkerFunction"}
+
+
+@cache
+def cfn() -> dict[str, Any]:
+    return translate({"SlackWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbCdEf"})
+
+
+def resources(kind: str | None = None) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in cfn()["Resources"].items() if kind is None or v["Type"] == kind}
+
+
+def props(logical_id: str) -> dict[str, Any]:
+    return cfn()["Resources"][logical_id]["Properties"]
+
+
+def show(value: Any) -> str:
+    """An intrinsic as short text: {"Fn::GetAtt": ["T", "Arn"]} -> "T.Arn", {"Ref": "X"} -> "X"."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        [(name, arg)] = value.items()
+        if name == "Ref":
+            return arg
+        if name == "Fn::GetAtt":
+            return ".".join(arg) if isinstance(arg, list) else arg
+        if name == "Fn::Sub" and isinstance(arg, str):
+            return arg
+    raise AssertionError(f"unexpected intrinsic {value!r}")
+
+
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list) else (value,)
+
+
+def show_condition(condition: dict[str, Any] | None) -> str | None:
+    if condition is None:
+        return None
+    [(operator, tests)] = condition.items()
+    assert operator == "StringEquals", condition
+    [(key, values)] = tests.items()
+    return f"{key}=" + ",".join(show(v) for v in as_tuple(values))
+
+
+def policy_table(role: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]]:
+    [policy] = props(role)["Policies"]
+    table = {}
+    for statement in policy["PolicyDocument"]["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert statement["Sid"] not in table, f"{role}: Sid {statement['Sid']} twice"
+        table[statement["Sid"]] = (
+            tuple(sorted(as_tuple(statement["Action"]))),
+            tuple(show(r) for r in as_tuple(statement["Resource"])),
+            show_condition(statement.get("Condition")),
+        )
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ IAM
+@pytest.mark.parametrize("role", list(EXPECTED_POLICIES))
+def test_each_role_allows_exactly_the_calls_its_function_makes(role):
+    assert policy_table(role) == EXPECTED_POLICIES[role]
+    assert "ManagedPolicyArns" not in props(role), "a managed policy would widen the role unseen"
+    trust = props(role)["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+
+
+def test_every_function_has_its_own_role_and_no_role_is_generated():
+    functions = resources("AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for function, role in FUNCTIONS.items():
+        assert props(function)["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    roles = set(resources("AWS::IAM::Role"))
+    assert roles == set(FUNCTIONS.values()) | {"AuditSchedulerRole", "ApiGatewayCloudWatchRole"}
+
+
+def test_no_wildcard_action_and_star_resources_only_for_network_interfaces():
+    for role in EXPECTED_POLICIES:
+        for sid, (actions, resources_, _) in policy_table(role).items():
+            assert not any(a.endswith("*") for a in actions), (role, sid)
+            if "*" in resources_:
+                assert sid == "VpcNetworkInterfaces", (role, sid)
+                assert set(actions) == set(ENI_ACTIONS), (role, sid)
+
+
+def test_secrets_are_reached_only_under_the_stacks_prefix():
+    for role, table in EXPECTED_POLICIES.items():
+        for sid, (actions, resources_, _) in table.items():
+            if any(a.startswith("secretsmanager:") for a in actions) and role != "SlackNotifierRole":
+                assert resources_ == (SECRETS,), (role, sid)
+    for name in FUNCTIONS:
+        prefix = props(name)["Environment"]["Variables"]["SECRET_PREFIX"]
+        assert prefix == {"Fn::Sub": "keyhealth/${AWS::StackName}/"}
+
+
+def test_the_api_gateway_logging_role_is_aws_own_and_optional():
+    role = cfn()["Resources"]["ApiGatewayCloudWatchRole"]
+    assert role["Condition"] == "CreateApiGatewayLoggingRole"
+    assert [show(a) for a in role["Properties"]["ManagedPolicyArns"]] == [
+        "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ network
+def test_only_the_functions_that_call_exchanges_run_in_the_private_subnets():
+    in_vpc = {name for name in FUNCTIONS if "VpcConfig" in props(name)}
+    assert in_vpc == IN_VPC
+    for name in IN_VPC:
+        config = props(name)["VpcConfig"]
+        assert config["SubnetIds"] == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]
+        assert config["SecurityGroupIds"] == [{"Ref": "FunctionSecurityGroup"}]
+
+
+def test_private_subnets_leave_through_nat_gateways_with_retained_elastic_ips():
+    assert props("PrivateDefaultRouteA")["NatGatewayId"] == {"Ref": "NatGatewayA"}
+    assert props("PrivateDefaultRouteB")["NatGatewayId"] == {
+        "Fn::If": ["NatPerAz", {"Ref": "NatGatewayB"}, {"Ref": "NatGatewayA"}]
+    }
+    for nat, eip, subnet in (
+        ("NatGatewayA", "EgressIpA", "PublicSubnetA"),
+        ("NatGatewayB", "EgressIpB", "PublicSubnetB"),
+    ):
+        assert props(nat)["AllocationId"] == {"Fn::GetAtt": [eip, "AllocationId"]}
+        assert props(nat)["SubnetId"] == {"Ref": subnet}
+        assert cfn()["Resources"][eip]["DeletionPolicy"] == "Retain"
+        assert cfn()["Resources"][eip]["UpdateReplacePolicy"] == "Retain"
+    assert cfn()["Resources"]["NatGatewayB"]["Condition"] == "NatPerAz"
+    assert cfn()["Conditions"]["NatPerAz"] == {"Fn::Equals": [{"Ref": "NatGateways"}, "per-az"]}
+
+
+def test_functions_security_group_allows_https_out_and_nothing_in():
+    group = props("FunctionSecurityGroup")
+    assert "SecurityGroupIngress" not in group
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIp"]) for r in group["SecurityGroupEgress"]] == [
+        ("tcp", 443, 443, "0.0.0.0/0")
+    ]
+
+
+def test_dynamodb_gateway_endpoint_admits_only_this_stacks_tables():
+    endpoint = props("DynamoDbEndpoint")
+    assert endpoint["VpcEndpointType"] == "Gateway"
+    assert endpoint["RouteTableIds"] == [{"Ref": "PrivateRouteTableA"}, {"Ref": "PrivateRouteTableB"}]
+    [statement] = endpoint["PolicyDocument"]["Statement"]
+    assert [show(r) for r in statement["Resource"]] == [TABLE, "${BindingsTable.Arn}/index/*", "IdempotencyTable.Arn"]
+
+
+def test_interface_endpoints_are_optional():
+    for name in ("SecretsManagerEndpoint", "SnsEndpoint", "SqsEndpoint", "EndpointSecurityGroup"):
+        assert cfn()["Resources"][name]["Condition"] == "WithInterfaceEndpoints"
+
+
+def test_egress_ips_reach_the_functions_and_the_outputs():
+    expected = {
+        "Fn::If": ["NatPerAz", {"Fn::Join": [",", [{"Ref": "EgressIpA"}, {"Ref": "EgressIpB"}]]}, {"Ref": "EgressIpA"}]
+    }
+    assert cfn()["Outputs"]["EgressIps"]["Value"] == expected
+    for name in FUNCTIONS:
+        assert props(name)["Environment"]["Variables"]["EGRESS_IPS"] == expected
+    assert "EgressIps" not in cfn()["Parameters"]
+
+
+# ------------------------------------------------------------------------------------------------ encryption
+def test_the_key_rotates_and_its_policy_names_only_the_account_and_the_services_that_use_it():
+    key = props("SecretsKey")
+    assert key["EnableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+    assert set(statements) == {
+        "AccountAdministersAndDelegatesToIam",
+        "CloudWatchAlarmsPublishToTheEncryptedTopic",
+        "CloudWatchLogsEncryptsThisStacksLogGroups",
+    }
+    assert statements["CloudWatchAlarmsPublishToTheEncryptedTopic"]["Principal"] == {
+        "Service": "cloudwatch.amazonaws.com"
+    }
+    logs = statements["CloudWatchLogsEncryptsThisStacksLogGroups"]
+    assert show(logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]).endswith(
+        ":log-group:/keyhealth/${AWS::StackName}/*"
+    )
+
+
+def test_tables_queues_topic_and_logs_are_encrypted_with_the_stack_key():
+    for name in ("BindingsTable", "IdempotencyTable"):
+        assert props(name)["SSESpecification"] == {
+            "SSEEnabled": True,
+            "SSEType": "KMS",
+            "KMSMasterKeyId": {"Ref": "SecretsKey"},
+        }
+    for name in resources("AWS::SQS::Queue"):
+        assert props(name)["KmsMasterKeyId"] == {"Ref": "SecretsKey"}, name
+    assert props("AlertTopic")["KmsMasterKeyId"] == {"Ref": "SecretsKey"}
+    groups = resources("AWS::Logs::LogGroup")
+    assert len(groups) == len(FUNCTIONS) + 1  # and the API's access logs
+    for name in groups:
+        assert props(name)["KmsKeyId"] == {"Fn::GetAtt": ["SecretsKey", "Arn"]}, name
+        assert props(name)["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+def test_every_function_logs_to_its_own_group():
+    for name in FUNCTIONS:
+        group = show(props(name)["LoggingConfig"]["LogGroup"])
+        assert group == name.removesuffix("Function") + "LogGroup"
+
+
+def test_topic_accepts_alarms_of_this_account_and_https_only():
+    statements = {s["Sid"]: s for s in props("AlertTopicPolicy")["PolicyDocument"]["Statement"]}
+    assert statements["CloudWatchAlarmsOfThisAccount"]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
+    assert statements["HttpsOnly"]["Effect"] == "Deny"
+
+
+# ------------------------------------------------------------------------------------------------ data
+def test_tables_have_point_in_time_recovery_and_deletion_protection():
+    for name in ("BindingsTable", "IdempotencyTable"):
+        assert props(name)["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props(name)["DeletionProtectionEnabled"] is True
+    assert cfn()["Resources"]["BindingsTable"]["DeletionPolicy"] == "Retain"
+
+
+# ------------------------------------------------------------------------------------------------ API
+def api_methods() -> dict[tuple[str, str], dict[str, Any]]:
+    paths = props("Api")["Body"]["paths"]
+    return {(method.upper(), path): spec for path, methods in paths.items() for method, spec in methods.items()}
+
+
+def test_every_method_requires_aws_iam_and_invokes_without_caller_credentials():
+    methods = api_methods()
+    assert set(methods) == {
+        ("POST", "/bindings"),
+        ("GET", "/bindings"),
+        ("GET", "/bindings/{binding_id}"),
+        ("DELETE", "/bindings/{binding_id}"),
+        ("PUT", "/bindings/{binding_id}/credentials"),
+        ("POST", "/bindings/{binding_id}/verify"),
+        ("GET", "/egress-ips"),
+    }
+    for key, spec in methods.items():
+        assert spec["security"] == [{"AWS_IAM": []}], key
+        assert "credentials" not in spec["x-amazon-apigateway-integration"], key
+    permissions = resources("AWS::Lambda::Permission")
+    api_permissions = [p for p in permissions.values() if p["Properties"]["Principal"] == "apigateway.amazonaws.com"]
+    assert len(api_permissions) == len(methods)
+
+
+def test_bodies_of_bind_and_rotate_are_validated_by_the_gateway():
+    methods = api_methods()
+    for key, model in (
+        (("POST", "/bindings"), "bindrequest"),
+        (("PUT", "/bindings/{binding_id}/credentials"), "rotaterequest"),
+    ):
+        spec = methods[key]
+        assert spec["x-amazon-apigateway-request-validator"] == "body-only"
+        [parameter] = spec["parameters"] if key[0] == "POST" else [p for p in spec["parameters"] if p["in"] == "body"]
+        assert parameter["required"] is True
+        assert parameter["schema"] == {"$ref": f"#/definitions/{model}"}
+    body = props("Api")["Body"]
+    assert body["x-amazon-apigateway-request-validators"]["body-only"] == {
+        "validateRequestBody": True,
+        "validateRequestParameters": False,
+    }
+    assert body["definitions"]["bindrequest"]["properties"]["exchange"]["enum"] == ["binance", "bitget", "bingx"]
+    error = body["x-amazon-apigateway-gateway-responses"]["BAD_REQUEST_BODY"]
+    assert '"code": "invalid_request"' in error["responseTemplates"]["application/json"]
+
+
+def test_stage_v1_throttles_logs_access_and_never_logs_bodies():
+    [stage] = [s["Properties"] for s in resources("AWS::ApiGateway::Stage").values()]
+    assert stage["StageName"] == "v1"
+    assert stage["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    [settings] = stage["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurstLimit"}
+    assert settings["DataTraceEnabled"] is False
+    assert settings["LoggingLevel"] == "OFF"
+
+
+def test_resource_policy_restricts_accounts_and_vpc_endpoints_when_given():
+    policy = translate({"ApiAllowedAccounts": "111111111111,222222222222", "ApiAllowedVpcEndpoints": "vpce-0abc"})[
+        "Resources"
+    ]["Api"]["Properties"]["Body"]["x-amazon-apigateway-policy"]
+    allow, only_accounts, only_vpce = policy["Statement"]
+    assert allow["Fn::If"][0] == "RestrictApiAccounts"
+    assert allow["Fn::If"][1]["Principal"] == {"AWS": {"Fn::Split": [",", "111111111111,222222222222"]}}
+    assert only_accounts["Effect"] == "Deny"
+    assert only_accounts["Condition"]["StringNotEquals"]["aws:PrincipalAccount"] == {
+        "Fn::If": [
+            "RestrictApiAccounts",
+            {"Fn::Split": [",", "111111111111,222222222222"]},
+            [{"Ref": "AWS::AccountId"}],
+        ]
+    }
+    assert only_vpce["Fn::If"][1]["Effect"] == "Deny"
+    assert only_vpce["Fn::If"][1]["Condition"] == {
+        "StringNotEquals": {"aws:SourceVpce": {"Fn::Split": [",", "vpce-0abc"]}}
+    }
+    # Without parameters the policy only restates the default: nothing is allowed by it.
+    default = props("Api")["Body"]["x-amazon-apigateway-policy"]["Statement"]
+    assert all(s.get("Effect") != "Allow" for s in default)
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+def evaluate(condition: Any, parameters: dict[str, str]) -> Any:
+    """Fn::Equals/Not/Or/And, Condition and Ref to parameters (their defaults unless given)."""
+    if isinstance(condition, str):
+        return condition
+    [(name, arg)] = condition.items()
+    if name == "Ref":
+        return parameters.get(arg, cfn()["Parameters"][arg].get("Default"))
+    if name == "Condition":
+        return evaluate(cfn()["Conditions"][arg], parameters)
+    if name == "Fn::Equals":
+        return evaluate(arg[0], parameters) == evaluate(arg[1], parameters)
+    if name == "Fn::Not":
+        return not evaluate(arg[0], parameters)
+    if name == "Fn::Or":
+        return any(evaluate(a, parameters) for a in arg)
+    if name == "Fn::And":
+        return all(evaluate(a, parameters) for a in arg)
+    raise AssertionError(name)
+
+
+def test_schedule_targets_the_dispatcher_with_a_role_that_may_invoke_only_it():
+    schedule = props("NightlyAudit")
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["AuditDispatcherFunction", "Arn"]}
+    assert schedule["Target"]["RoleArn"] == {"Fn::GetAtt": ["AuditSchedulerRole", "Arn"]}
+    role = props("AuditSchedulerRole")
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    [policy] = role["Policies"]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": ["AuditDispatcherFunction", "Arn"]},
+        }
+    ]
+
+
+@pytest.mark.parametrize(("enabled", "state"), [("true", "ENABLED"), ("false", "DISABLED")])
+def test_schedule_can_be_disabled_by_parameter(enabled, state):
+    schedule_state = props("NightlyAudit")["State"]
+    condition, when_true, when_false = schedule_state["Fn::If"]
+    on = evaluate({"Condition": condition}, {"AuditScheduleEnabled": enabled})
+    assert (when_true if on else when_false) == state
+    alarm = cfn()["Resources"]["AuditNotFinishedAlarm"]
+    assert evaluate({"Condition": alarm["Condition"]}, {"AuditScheduleEnabled": enabled}) is (enabled == "true")
+
+
+# ------------------------------------------------------------------------------------------------ observability
+def test_alarms_notify_the_alert_topic():
+    alarms = resources("AWS::CloudWatch::Alarm")
+    assert set(alarms) == {f"{f.removesuffix('Function')}ErrorsAlarm" for f in FUNCTIONS} | {
+        "FunctionsThrottledAlarm",
+        "AuditDeadLettersAlarm",
+        "SlackDeadLettersAlarm",
+        "AuditNotFinishedAlarm",
+        "ExchangeCircuitOpenAlarm",
+    }
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+
+
+def test_audit_not_finished_and_circuit_open_alarms_watch_the_right_metrics():
+    finished = props("AuditNotFinishedAlarm")
+    assert (finished["Namespace"], finished["MetricName"]) == ("keyhealth", "AuditRunsFinished")
+    assert finished["Dimensions"] == [{"Name": "service", "Value": "keyhealth"}]  # Powertools adds `service`
+    assert finished["TreatMissingData"] == "breaching"
+    assert finished["Period"] * finished["EvaluationPeriods"] == 86400
+    circuit = props("ExchangeCircuitOpenAlarm")
+    assert (circuit["Namespace"], circuit["MetricName"]) == ("keyhealth", "ExchangeCircuitOpened")
+    for name in ("ExchangeCircuitOpenedMetricFilter", "ExchangeCircuitOpenedByExchangeMetricFilter"):
+        assert props(name)["FilterPattern"] == '{ $.message = "exchange circuit opened" }'
+        assert props(name)["LogGroupName"] == {"Ref": "AuditWorkerLogGroup"}
+
+
+def test_the_dashboard_shows_health_by_exchange_and_audit_throughput():
+    body = props("Dashboard")["DashboardBody"]["Fn::Sub"]
+    for metric in (
+        "Checked",
+        "BindingsHealthy",
+        "BindingsDegraded",
+        "BindingsFailing",
+        "BindingsUnknown",
+        "AuditChecksPerSecond",
+        "KeyChecks",
+        "ExchangeCircuitOpened",
+    ):
+        assert f'"{metric}"' in body or f'\\"{metric}\\"' in body, metric
+
+
+# ------------------------------------------------------------------------------------------------ runtime
+def test_functions_run_python_3_13_on_arm64_with_the_shared_layer():
+    for name in FUNCTIONS:
+        assert props(name)["Runtime"] == "python3.13"
+        assert props(name)["Architectures"] == ["arm64"]
+        [layer] = props(name)["Layers"]
+        assert layer["Ref"].startswith("SharedLayer")
+
+
+def test_outputs():
+    assert set(cfn()["Outputs"]) == {
+        "ApiUrl",
+        "ApiExecuteArn",
+        "EgressIps",
+        "AlertTopicArn",
+        "TableName",
+        "SecretsKeyArn",
+        "AuditDeadLetterQueueUrl",
+        "DashboardUrl",
+        "SlackDeadLetterQueueUrl",
+    }
