@@ -30,7 +30,7 @@ from tests.conftest import EGRESS_IP
 from tests.support.clock import SkippableClock
 from tests.support.events import LambdaContext
 from tests.support.faults import FaultyClient
-from tests.support.template import create_table
+from tests.support.template import create_key, create_table, create_topic
 
 REGION = "eu-west-1"
 TABLE = "keyhealth-bindings"
@@ -164,9 +164,9 @@ def stack(
         raw_dynamodb = session.client("dynamodb")
         create_table(raw_dynamodb, "BindingsTable", TABLE)
         create_table(raw_dynamodb, "IdempotencyTable", IDEMPOTENCY_TABLE)
-        kms_key_arn = session.client("kms").create_key(Description="binding secrets")["KeyMetadata"]["Arn"]
+        kms_key_arn = create_key(session.client("kms"), "SecretsKey")
         sns = session.client("sns")
-        topic_arn = sns.create_topic(Name="keyhealth-alerts")["TopicArn"]
+        topic_arn = create_topic(sns, "AlertTopic", "keyhealth-alerts")
         sqs = session.client("sqs")
         queue_url = sqs.create_queue(QueueName="alert-reader")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -22,6 +22,9 @@ from local.sqs_event_source import deliver_batch
 from tests.integration.api.conftest import TABLE, clock, exchanges, stack  # noqa: F401 - fixtures
 from tests.support.clock import SkippableClock
 from tests.support.events import LambdaContext
+from tests.support.template import create_queue
+
+QUEUES = {Exchange.BINANCE: "AuditQueueBinance", Exchange.BITGET: "AuditQueueBitget", Exchange.BINGX: "AuditQueueBingx"}
 
 
 class FakeSleep:
@@ -94,7 +97,10 @@ class Audit:
 @pytest.fixture
 def audit(stack, clock, monkeypatch) -> Audit:  # noqa: F811 - the imported fixtures
     sqs = stack.sqs
-    queues = {exchange: sqs.create_queue(QueueName=f"audit-{exchange.value}")["QueueUrl"] for exchange in Exchange}
+    arns: dict[str, str] = {}  # the dead-letter queue is made once, for all three
+    queues = {
+        exchange: create_queue(sqs, QUEUES[exchange], f"audit-{exchange.value}", queues=arns) for exchange in Exchange
+    }
     sleep = FakeSleep()
     deps = AuditDeps(
         services=stack.services,
