@@ -25,3 +25,13 @@ class SkippableClock:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self(), UTC).replace(microsecond=0)
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it (`clock.now += 60`)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -10,16 +10,14 @@ every `urls['api']` entry points at the simulator, so nothing leaves the machine
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import ccxt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from simulators.base import Fault, SimulatorServer
+from simulators.base import Fault
 from simulators.binance import BinanceSimulator
-from tests.integration.simulators.test_binance_simulator import SimulatorSlot
 
 pytestmark = pytest.mark.ccxt
 
@@ -29,13 +27,6 @@ ED25519_KEY = "C" * 60 + "0002"
 RSA_KEY = "C" * 60 + "0003"
 ELSEWHERE_KEY = "C" * 60 + "0004"
 SECRET = "ccxt-simulator-secret"
-
-
-@pytest.fixture(scope="module")
-def slot() -> Iterator[tuple[SimulatorSlot, str]]:
-    slot = SimulatorSlot()
-    with SimulatorServer(slot) as server:
-        yield slot, server.url
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +47,19 @@ def pem(private_key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> tuple[str
 
 
 @pytest.fixture
-def sim(slot, asymmetric_keys) -> BinanceSimulator:
+def sim(asymmetric_keys) -> BinanceSimulator:
     simulator = BinanceSimulator(clock=time.time)  # ccxt stamps requests with the real clock
     ed_key, rsa_key = asymmetric_keys
     simulator.add_key(HMAC_KEY, uid=1, secret=SECRET, ip_whitelist=(CCXT_IP,), enable_futures=True)
     simulator.add_key(ED25519_KEY, uid=2, key_type="ed25519", public_key_pem=pem(ed_key)[1], ip_whitelist=(CCXT_IP,))
     simulator.add_key(RSA_KEY, uid=3, key_type="rsa", public_key_pem=pem(rsa_key)[1], ip_whitelist=(CCXT_IP,))
     simulator.add_key(ELSEWHERE_KEY, uid=4, secret=SECRET, ip_whitelist=("203.0.113.7",))
-    slot[0].current = simulator
     return simulator
 
 
 @pytest.fixture
-def url(slot) -> str:
-    return slot[1]
+def url(serve, sim: BinanceSimulator) -> str:
+    return serve(sim)
 
 
 def client(url: str, api_key: str = HMAC_KEY, secret: str = SECRET) -> ccxt.binance:
@@ -139,11 +129,10 @@ def test_ip_not_whitelisted_is_authentication_error(url: str, sim) -> None:
         client(url, api_key=ELSEWHERE_KEY).sapi_get_account_apirestrictions()
 
 
-def test_throttling_is_ddos_protection_then_ban(slot, url: str) -> None:
+def test_throttling_is_ddos_protection_then_ban(serve) -> None:
     simulator = BinanceSimulator(clock=time.time, limits={"sapi": 1})
     simulator.add_key(HMAC_KEY, uid=1, secret=SECRET, ip_whitelist=(CCXT_IP,))
-    slot[0].current = simulator
-    exchange = client(url)
+    exchange = client(serve(simulator))
     exchange.sapi_get_account_apirestrictions()
     with pytest.raises(ccxt.DDoSProtection, match="429"):
         exchange.sapi_get_account_apirestrictions()

@@ -7,7 +7,7 @@ whole-exchange transient cases (rate limits, faults, timeout, clock skew) are ad
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -16,21 +16,13 @@ from keyhealth.credentials import Credentials, KeyType, Secret
 from keyhealth.exchanges.base import CheckResult
 from keyhealth.exchanges.binance import BinanceAdapter
 from keyhealth.model import Scope, Status
-from simulators.base import DemoKey, ExchangeSimulator, Fault, SimulatorServer
+from simulators.base import DemoKey, Fault
 from simulators.binance import BinanceSimulator, seed_demo
 from tests.conftest import EGRESS_IP
-from tests.integration.simulators.test_binance_simulator import SimulatorSlot
+from tests.support.clock import FakeClock
 
 START = 1_800_000_000.0
 CANARY = "CANARY0binance0secret0CANARY0binance0secret0CANARY0binance00042"
-
-
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RunawayClock(FakeClock):
@@ -41,27 +33,9 @@ class RunawayClock(FakeClock):
         return self.now
 
 
-DEMO_CLOCK = FakeClock()
+DEMO_CLOCK = FakeClock(START)
 DEMO_SIM = BinanceSimulator(clock=DEMO_CLOCK)
 DEMO_KEYS = seed_demo(DEMO_SIM, EGRESS_IP)
-
-
-@pytest.fixture(scope="module")
-def binance_slot() -> Iterator[tuple[SimulatorSlot, str]]:
-    slot = SimulatorSlot()
-    with SimulatorServer(slot) as server:
-        yield slot, server.url
-
-
-@pytest.fixture
-def serve_binance(binance_slot: tuple[SimulatorSlot, str]) -> Callable[[ExchangeSimulator], str]:
-    slot, url = binance_slot
-
-    def use(simulator: ExchangeSimulator) -> str:
-        slot.current = simulator
-        return url
-
-    return use
 
 
 def adapter(url: str, client: httpx.Client, clock: Callable[[], float]) -> BinanceAdapter:
@@ -85,8 +59,8 @@ def healthy_sim(clock: Callable[[], float], **kwargs) -> tuple[BinanceSimulator,
 
 # --------------------------------------------------------------------------- per-key matrix
 @pytest.mark.parametrize("demo", DEMO_KEYS, ids=[d.label for d in DEMO_KEYS])
-def test_demo_key_reports_expected_status_and_codes(demo: DemoKey, serve_binance, egress_client) -> None:
-    binance = adapter(serve_binance(DEMO_SIM), egress_client, DEMO_CLOCK)
+def test_demo_key_reports_expected_status_and_codes(demo: DemoKey, serve, egress_client) -> None:
+    binance = adapter(serve(DEMO_SIM), egress_client, DEMO_CLOCK)
     report = check_demo(binance, demo).report
     assert report.status.value == demo.expected_status, report.to_dict()
     assert sorted(report.codes) == sorted(demo.expected_codes), report.to_dict()
@@ -111,9 +85,9 @@ def test_demo_covers_every_binance_key_finding() -> None:
     assert {d.key_type for d in DEMO_KEYS} == {"hmac", "ed25519", "rsa"}
 
 
-def test_healthy_key_report_details(serve_binance, egress_client) -> None:
+def test_healthy_key_report_details(serve, egress_client) -> None:
     demo = next(d for d in DEMO_KEYS if d.label == "healthy")
-    result = check_demo(adapter(serve_binance(DEMO_SIM), egress_client, DEMO_CLOCK), demo)
+    result = check_demo(adapter(serve(DEMO_SIM), egress_client, DEMO_CLOCK), demo)
     report = result.report
     assert report.permissions.to_dict() == {
         "read": True,
@@ -128,9 +102,9 @@ def test_healthy_key_report_details(serve_binance, egress_client) -> None:
     assert result.account_id == str(DEMO_SIM.keys[demo.api_key].uid)
 
 
-def test_expiring_key_reports_when(serve_binance, egress_client) -> None:
+def test_expiring_key_reports_when(serve, egress_client) -> None:
     demo = next(d for d in DEMO_KEYS if d.label == "trading-expiring")
-    report = check_demo(adapter(serve_binance(DEMO_SIM), egress_client, DEMO_CLOCK), demo).report
+    report = check_demo(adapter(serve(DEMO_SIM), egress_client, DEMO_CLOCK), demo).report
     expires_ms = DEMO_SIM.keys[demo.api_key].trading_expires_ms()
     assert report.trading_expires_at is not None
     assert int(report.trading_expires_at.timestamp() * 1000) == expires_ms
@@ -138,10 +112,10 @@ def test_expiring_key_reports_when(serve_binance, egress_client) -> None:
 
 
 # --------------------------------------------------------------------------- whole-exchange cases
-def test_rate_limited_then_waits_then_banned_when_ignoring(serve_binance, egress_client) -> None:
-    clock = FakeClock()
+def test_rate_limited_then_waits_then_banned_when_ignoring(serve, egress_client) -> None:
+    clock = FakeClock(START)
     sim, credentials = healthy_sim(clock, limits={"sapi": 2})
-    url = serve_binance(sim)
+    url = serve(sim)
     binance = adapter(url, egress_client, clock)
     for _ in range(2):
         assert binance.check(credentials, [Scope.SPOT]).report.status is Status.HEALTHY
@@ -179,57 +153,57 @@ def test_rate_limited_then_waits_then_banned_when_ignoring(serve_binance, egress
         (Fault.RESET, "exchange_unavailable", None),
     ],
 )
-def test_faults_are_transient(fault: Fault, code: str, exchange_code, serve_binance, egress_client) -> None:
-    clock = FakeClock()
+def test_faults_are_transient(fault: Fault, code: str, exchange_code, serve, egress_client) -> None:
+    clock = FakeClock(START)
     sim, credentials = healthy_sim(clock)
     sim.fault = fault
-    report = adapter(serve_binance(sim), egress_client, clock).check(credentials, [Scope.SPOT]).report
+    report = adapter(serve(sim), egress_client, clock).check(credentials, [Scope.SPOT]).report
     assert report.codes == [code]
     assert report.status is Status.UNKNOWN
     assert report.findings[0].exchange_code == exchange_code
 
 
-def test_waf_block_is_egress_blocked(serve_binance, egress_client) -> None:
-    clock = FakeClock()
+def test_waf_block_is_egress_blocked(serve, egress_client) -> None:
+    clock = FakeClock(START)
     sim, credentials = healthy_sim(clock)
     sim.waf_blocked_ips.add(EGRESS_IP)
-    report = adapter(serve_binance(sim), egress_client, clock).check(credentials, [Scope.SPOT]).report
+    report = adapter(serve(sim), egress_client, clock).check(credentials, [Scope.SPOT]).report
     assert report.codes == ["egress_blocked"]
     assert report.status is Status.UNKNOWN
 
 
-def test_timeout_when_the_exchange_is_slower_than_the_read_timeout(serve_binance, egress_client) -> None:
-    clock = FakeClock()
+def test_timeout_when_the_exchange_is_slower_than_the_read_timeout(serve, egress_client) -> None:
+    clock = FakeClock(START)
     sim, credentials = healthy_sim(clock, latency=(1.3, 1.3))  # egress_client reads for 1 s
-    report = adapter(serve_binance(sim), egress_client, clock).check(credentials, [Scope.SPOT]).report
+    report = adapter(serve(sim), egress_client, clock).check(credentials, [Scope.SPOT]).report
     assert report.codes == ["timeout"]
     assert report.status is Status.UNKNOWN
 
 
-def test_clock_skew_is_corrected_with_the_exchange_time(serve_binance, egress_client) -> None:
-    clock = FakeClock()
+def test_clock_skew_is_corrected_with_the_exchange_time(serve, egress_client) -> None:
+    clock = FakeClock(START)
     sim, credentials = healthy_sim(clock, time_offset_ms=45_000)
-    binance = adapter(serve_binance(sim), egress_client, clock)
+    binance = adapter(serve(sim), egress_client, clock)
     assert binance.check(credentials, [Scope.SPOT, Scope.FUTURES]).report.status is Status.HEALTHY
     assert sim.stats["http_400"] == 1  # one -1021, then /api/v3/time and the retry
     assert binance.check(credentials, [Scope.SPOT]).report.status is Status.HEALTHY
     assert sim.stats["http_400"] == 1  # the offset is kept
 
 
-def test_clock_skew_that_cannot_be_corrected(serve_binance, egress_client) -> None:
-    sim, credentials = healthy_sim(RunawayClock())
-    report = adapter(serve_binance(sim), egress_client, FakeClock()).check(credentials, [Scope.SPOT]).report
+def test_clock_skew_that_cannot_be_corrected(serve, egress_client) -> None:
+    sim, credentials = healthy_sim(RunawayClock(START))
+    report = adapter(serve(sim), egress_client, FakeClock(START)).check(credentials, [Scope.SPOT]).report
     assert report.codes == ["clock_skew"]
     assert report.status is Status.UNKNOWN
     assert report.findings[0].exchange_code == -1021
 
 
 # --------------------------------------------------------------------------- canary
-def test_canary_secret_never_leaks(serve_binance, egress_client, all_logs) -> None:
-    clock = FakeClock()
+def test_canary_secret_never_leaks(serve, egress_client, all_logs) -> None:
+    clock = FakeClock(START)
     sim = BinanceSimulator(clock=clock)
     demo_keys = seed_demo(sim, EGRESS_IP)
-    url = serve_binance(sim)
+    url = serve(sim)
     binance = adapter(url, egress_client, clock)
     outputs: list[str] = []
     pem_bodies: list[str] = []
@@ -253,7 +227,7 @@ def test_canary_secret_never_leaks(serve_binance, egress_client, all_logs) -> No
 
     # Transient paths with the canary too: clock skew, rate limit, maintenance.
     transient_sim, credentials = healthy_sim(clock, time_offset_ms=30_000, limits={"sapi": 1})
-    url = serve_binance(transient_sim)
+    url = serve(transient_sim)
     for _ in range(2):
         outputs.append(json.dumps(adapter(url, egress_client, clock).check(credentials, [Scope.SPOT]).report.to_dict()))
     transient_sim.fault = Fault.MAINTENANCE

@@ -17,9 +17,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from simulators.base import ExchangeSimulator, Fault, SimRequest, SimResponse, SimulatorServer
+from simulators.base import Fault
 from simulators.binance import DAY_MS, BinanceSimulator
 from tests.conftest import EGRESS_IP
+from tests.support.clock import FakeClock
 
 START = 1_800_000_000.0  # on a minute boundary: a fresh window has 60 s left
 KEY = "A" * 60 + "0001"
@@ -29,53 +30,9 @@ ACCOUNT = "/api/v3/account"
 FUTURES_CONFIG = "/fapi/v1/accountConfig"
 
 
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SimulatorSlot(ExchangeSimulator):
-    """Stands in front of whichever simulator a test puts in `current`, so that one server
-    serves a whole module (stopping a server costs ~0.5 s: http.server polls for shutdown)."""
-
-    name = "binance"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current: ExchangeSimulator = BinanceSimulator()
-
-    def delay(self) -> float:
-        return self.current.delay()
-
-    def __call__(self, request: SimRequest) -> SimResponse | None:
-        return self.current(request)
-
-
-@pytest.fixture(scope="module")
-def binance_slot() -> Iterator[tuple[SimulatorSlot, str]]:
-    slot = SimulatorSlot()
-    with SimulatorServer(slot) as server:
-        yield slot, server.url
-
-
-@pytest.fixture
-def serve(binance_slot: tuple[SimulatorSlot, str]):
-    """`serve(simulator) -> url`: the module's server, answering as `simulator` for this test."""
-    slot, url = binance_slot
-
-    def use(simulator: ExchangeSimulator) -> str:
-        slot.current = simulator
-        return url
-
-    return use
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

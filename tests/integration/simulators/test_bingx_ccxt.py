@@ -11,63 +11,17 @@ points at the simulator, so nothing leaves the machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import ccxt
 import pytest
 
-from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
 from simulators.bingx import FUTURES, READ, SPOT, BingXSimulator
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.ccxt
 
 CCXT_IP = "127.0.0.1"
 SECRET = "ccxtSecret" * 6 + "abcd"
-
-
-class FrozenClock:
-    """The simulator's clock, frozen at the real time: ccxt stamps requests with the real clock
-    (within the 5 s recvWindow while a test runs) and limit windows cannot roll over mid-test."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SwitchableSimulator(ExchangeSimulator):
-    """One server per module answering as each test's simulator (stopping a server costs ~0.5 s)."""
-
-    name = "bingx"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.target: ExchangeSimulator = BingXSimulator()
-
-    def delay(self) -> float:
-        return self.target.delay()
-
-    def __call__(self, request: SimRequest) -> SimResponse | None:
-        return self.target(request)
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[tuple[SwitchableSimulator, str]]:
-    switch = SwitchableSimulator()
-    with SimulatorServer(switch) as server:
-        yield switch, server.url
-
-
-@pytest.fixture
-def serve(shared_server):
-    switch, url = shared_server
-
-    def use(simulator: ExchangeSimulator) -> str:
-        switch.target = simulator
-        return url
-
-    return use
 
 
 def ccxt_client(url: str, api_key: str, secret: str) -> ccxt.bingx:
@@ -78,12 +32,14 @@ def ccxt_client(url: str, api_key: str, secret: str) -> ccxt.bingx:
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
+def clock() -> FakeClock:
+    """The simulator's clock, frozen at the real time: ccxt stamps requests with the real clock
+    (within the 5 s recvWindow while a test runs) and limit windows cannot roll over mid-test."""
+    return FakeClock(time.time())
 
 
 @pytest.fixture
-def sim(clock: FrozenClock) -> BingXSimulator:
+def sim(clock: FakeClock) -> BingXSimulator:
     return BingXSimulator(clock=clock)
 
 

@@ -6,7 +6,6 @@ disagree); whole-exchange transient cases (rate limits, faults, timeout, clock s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,60 +14,18 @@ from keyhealth.credentials import Credentials, Secret
 from keyhealth.exchanges.base import CheckResult, new_http_client
 from keyhealth.exchanges.bingx import RATE_LIMIT_RECOVERY_SECONDS, BingXAdapter
 from keyhealth.model import Scope
-from simulators.base import DemoKey, ExchangeSimulator, Fault, SimRequest, SimResponse, SimulatorServer
+from simulators.base import DemoKey, Fault, SimRequest, SimResponse
 from simulators.bingx import FUTURES, READ, SERVER_TIME, SPOT, BingXSimulator, seed_demo
 from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
+from tests.support.clock import FakeClock
 
 CANARY = "CANARYbingxSECRET"
 START = 1_790_000_000.0
 
 
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SwitchableSimulator(ExchangeSimulator):
-    """One server per module answering as each test's simulator (stopping a server costs ~0.5 s)."""
-
-    name = "bingx"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.target: ExchangeSimulator = BingXSimulator()
-
-    def delay(self) -> float:
-        return self.target.delay()
-
-    def __call__(self, request: SimRequest) -> SimResponse | None:
-        return self.target(request)
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[tuple[SwitchableSimulator, str]]:
-    switch = SwitchableSimulator()
-    with SimulatorServer(switch) as server:
-        yield switch, server.url
-
-
-@pytest.fixture
-def serve(shared_server):
-    """Shadows conftest's `serve`: `serve(simulator) -> url` on the module's one server."""
-    switch, url = shared_server
-
-    def use(simulator: ExchangeSimulator) -> str:
-        switch.target = simulator
-        return url
-
-    return use
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 def adapter_for(

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from keyhealth.exchanges.base import new_http_client
-from simulators.base import ExchangeSimulator, Fault, SimRequest, SimResponse, SimulatorServer
+from simulators.base import Fault
 from simulators.bingx import (
     API_PERMISSIONS,
     FUTURES,
@@ -30,58 +30,15 @@ from simulators.bingx import (
     BingXSimulator,
 )
 from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
+from tests.support.clock import FakeClock
 
 SECRET = "s3cr3t" * 10
 START = 1_790_000_000.0
 
 
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SwitchableSimulator(ExchangeSimulator):
-    """One server per module answering as each test's simulator: stopping a server costs ~0.5 s
-    (http.server polls for shutdown twice a second), which would dominate these tests."""
-
-    name = "bingx"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.target: ExchangeSimulator = BingXSimulator()
-
-    def delay(self) -> float:
-        return self.target.delay()
-
-    def __call__(self, request: SimRequest) -> SimResponse | None:
-        return self.target(request)
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[tuple[SwitchableSimulator, str]]:
-    switch = SwitchableSimulator()
-    with SimulatorServer(switch) as server:
-        yield switch, server.url
-
-
-@pytest.fixture
-def serve(shared_server):
-    """Shadows conftest's `serve`: `serve(simulator) -> url` on the module's one server."""
-    switch, url = shared_server
-
-    def use(simulator: ExchangeSimulator) -> str:
-        switch.target = simulator
-        return url
-
-    return use
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

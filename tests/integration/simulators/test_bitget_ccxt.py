@@ -8,13 +8,10 @@ simulator's errors are the ones ccxt knows from the real exchange. ccxt connects
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from simulators.base import Fault, SimulatorServer
+from simulators.base import Fault
 from simulators.bitget import BitgetSimulator
-from tests.integration.simulators.test_bitget_simulator import SwitchableSimulator
 
 ccxt = pytest.importorskip("ccxt")
 
@@ -25,23 +22,14 @@ SECRET = "ccxt-secret-5b2e"
 PASSPHRASE = "CcxtPass123"
 
 
-@pytest.fixture(scope="module")
-def switch() -> Iterator[tuple[SwitchableSimulator, str]]:
-    simulator = SwitchableSimulator()
-    with SimulatorServer(simulator) as server:
-        yield simulator, server.url
+@pytest.fixture
+def sim() -> BitgetSimulator:
+    return BitgetSimulator()
 
 
 @pytest.fixture
-def sim(switch) -> BitgetSimulator:
-    simulator = BitgetSimulator()
-    switch[0].target = simulator
-    return simulator
-
-
-@pytest.fixture
-def url(switch, sim) -> str:
-    return switch[1]
+def url(serve, sim) -> str:
+    return serve(sim)
 
 
 def client(url: str, api_key: str, secret: str = SECRET, password: str = PASSPHRASE):
@@ -131,10 +119,9 @@ def test_uid_throttling_is_ddos_protection(sim, url):
         bitget.private_spot_get_v2_spot_account_info()
 
 
-def test_ip_lockout_is_ddos_protection(switch):
+def test_ip_lockout_is_ddos_protection(serve):
     sim = BitgetSimulator(ip_requests_per_minute=1)
-    switch[0].target = sim
-    bitget = client(switch[1], "bg_" + "2" * 32)
+    bitget = client(serve(sim), "bg_" + "2" * 32)
 
     bitget.public_common_get_v2_public_time()
     with pytest.raises((ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
@@ -148,13 +135,13 @@ def test_unified_account_on_the_classic_endpoint_is_permission_denied(sim, url):
         client(url, key.api_key).private_spot_get_v2_spot_account_info()
 
 
-def test_expired_timestamp_is_invalid_nonce(switch):
+def test_expired_timestamp_is_invalid_nonce(serve):
     sim = BitgetSimulator(time_offset_ms=120_000)
-    switch[0].target = sim
+    url = serve(sim)
     key = add_key(sim)
 
     with pytest.raises(ccxt.InvalidNonce, match="40008"):
-        client(switch[1], key.api_key).private_spot_get_v2_spot_account_info()
+        client(url, key.api_key).private_spot_get_v2_spot_account_info()
 
 
 def test_maintenance_is_an_exchange_error(sim, url):

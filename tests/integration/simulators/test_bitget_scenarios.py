@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,32 +17,14 @@ from keyhealth.credentials import Credentials, KeyType, Secret
 from keyhealth.exchanges.base import CheckAborted, CheckResult, ReportDraft
 from keyhealth.exchanges.bitget import BitgetAdapter
 from keyhealth.model import Exchange, Scope
-from simulators.base import DemoKey, Fault, SimulatorServer
+from simulators.base import DemoKey, Fault
 from simulators.bitget import BitgetSimulator, seed_demo
 from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
-from tests.integration.simulators.test_bitget_simulator import FakeClock, SwitchableSimulator
+from tests.support.clock import FakeClock
 
 BOTH = frozenset({Scope.SPOT, Scope.FUTURES})
 PASSPHRASE = "ScenarioPass1"
 SECRET = "scenario-secret-0001"
-
-
-@pytest.fixture(scope="module")
-def switch() -> Iterator[tuple[SwitchableSimulator, str]]:
-    simulator = SwitchableSimulator()
-    with SimulatorServer(simulator) as server:
-        yield simulator, server.url
-
-
-@pytest.fixture
-def serve_fresh(switch):
-    simulator_switch, url = switch
-
-    def use(simulator: BitgetSimulator) -> str:
-        simulator_switch.target = simulator
-        return url
-
-    return use
 
 
 def adapter(url: str, client, *, egress_ips=(EGRESS_IP,), clock=time.time) -> BitgetAdapter:
@@ -70,10 +51,10 @@ DEMO_LABELS = [key.label for key in seed_demo(BitgetSimulator(), EGRESS_IP)]
 
 
 @pytest.mark.parametrize("label", DEMO_LABELS)
-def test_demo_key_reports_what_it_expects(label, serve_fresh, egress_client):
+def test_demo_key_reports_what_it_expects(label, serve, egress_client):
     sim = BitgetSimulator()
     demo: DemoKey = next(k for k in seed_demo(sim, EGRESS_IP) if k.label == label)
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     result = adapter(url, egress_client).check(
         creds(demo.api_key, demo.api_secret, demo.passphrase or ""),
@@ -115,10 +96,10 @@ def test_demo_secrets_are_deterministic():
 
 
 # ------------------------------------------------------------------ per-key: beyond the demo
-def test_uta_whitelist_and_account_id_come_from_v3(serve_fresh, egress_client):
+def test_uta_whitelist_and_account_id_come_from_v3(serve, egress_client):
     sim = BitgetSimulator()
     key = add_key(sim, unified=True, ips=(EGRESS_IP, "198.51.100.9"), authorities=("stor", "stow"))
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     result = adapter(url, egress_client).check(creds(key.api_key), {Scope.SPOT}, identify_account=True)
 
@@ -128,7 +109,7 @@ def test_uta_whitelist_and_account_id_come_from_v3(serve_fresh, egress_client):
     assert result.report.permissions.margin is None  # the v3 vocabulary cannot say
 
 
-def test_rsa_key_is_checked_like_an_hmac_key(serve_fresh, egress_client):
+def test_rsa_key_is_checked_like_an_hmac_key(serve, egress_client):
     sim = BitgetSimulator()
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = (
@@ -145,7 +126,7 @@ def test_rsa_key_is_checked_like_an_hmac_key(serve_fresh, egress_client):
         .decode()
     )
     key = add_key(sim, secret=None, rsa_public_key_pem=public_pem)
-    url = serve_fresh(sim)
+    url = serve(sim)
     bitget = adapter(url, egress_client)
 
     good = bitget.check(creds(key.api_key, private_pem, key_type=KeyType.RSA), BOTH)
@@ -156,10 +137,10 @@ def test_rsa_key_is_checked_like_an_hmac_key(serve_fresh, egress_client):
     assert_report(wrong, "failing", ["invalid_secret"])
 
 
-def test_every_egress_ip_must_be_whitelisted(serve_fresh, egress_client):
+def test_every_egress_ip_must_be_whitelisted(serve, egress_client):
     sim = BitgetSimulator()
     key = add_key(sim, ips=(EGRESS_IP,))
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     result = adapter(url, egress_client, egress_ips=(EGRESS_IP, SECOND_EGRESS_IP)).check(creds(key.api_key), BOTH)
 
@@ -168,8 +149,8 @@ def test_every_egress_ip_must_be_whitelisted(serve_fresh, egress_client):
     assert result.report.ip_whitelist == (EGRESS_IP,)
 
 
-def test_malformed_key_is_unknown_to_bitget(serve_fresh, egress_client):
-    url = serve_fresh(BitgetSimulator())
+def test_malformed_key_is_unknown_to_bitget(serve, egress_client):
+    url = serve(BitgetSimulator())
 
     result = adapter(url, egress_client).check(creds("not-a-bitget-key"), BOTH)
 
@@ -178,11 +159,11 @@ def test_malformed_key_is_unknown_to_bitget(serve_fresh, egress_client):
 
 
 # ------------------------------------------------------------------ whole exchange: transient
-def test_uid_throttling_is_transient(serve_fresh, egress_client):
+def test_uid_throttling_is_transient(serve, egress_client):
     clock = FakeClock(time.time())
     sim = BitgetSimulator(clock=clock)
     key = add_key(sim)
-    url = serve_fresh(sim)
+    url = serve(sim)
     bitget = adapter(url, egress_client, clock=clock)
 
     first = bitget.check(creds(key.api_key), BOTH)
@@ -196,11 +177,11 @@ def test_uid_throttling_is_transient(serve_fresh, egress_client):
     assert_report(third, "healthy", [])
 
 
-def test_ip_lockout_is_transient_for_every_key(serve_fresh, egress_client):
+def test_ip_lockout_is_transient_for_every_key(serve, egress_client):
     clock = FakeClock(time.time())
     sim = BitgetSimulator(clock=clock, ip_requests_per_minute=2)
     keys = [add_key(sim) for _ in range(4)]
-    url = serve_fresh(sim)
+    url = serve(sim)
     bitget = adapter(url, egress_client, clock=clock)
 
     results = [bitget.check(creds(k.api_key), BOTH) for k in keys]
@@ -219,11 +200,11 @@ def test_ip_lockout_is_transient_for_every_key(serve_fresh, egress_client):
         (Fault.RESET, "exchange_unavailable", None),
     ],
 )
-def test_faults_are_transient(serve_fresh, egress_client, fault, code, exchange_code):
+def test_faults_are_transient(serve, egress_client, fault, code, exchange_code):
     sim = BitgetSimulator()
     key = add_key(sim)
     sim.fault = fault
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     result = adapter(url, egress_client).check(creds(key.api_key), BOTH)
 
@@ -232,21 +213,21 @@ def test_faults_are_transient(serve_fresh, egress_client, fault, code, exchange_
     assert result.report.findings[0].audience.value == "operator"
 
 
-def test_slow_exchange_is_a_timeout(serve_fresh, egress_client):
+def test_slow_exchange_is_a_timeout(serve, egress_client):
     sim = BitgetSimulator(latency=(1.2, 1.2))  # above the client's 1 s read timeout
     key = add_key(sim)
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     result = adapter(url, egress_client).check(creds(key.api_key), BOTH)
 
     assert_report(result, "unknown", ["timeout"])
 
 
-def test_clock_skew_is_corrected_once_and_then_remembered(serve_fresh, egress_client):
+def test_clock_skew_is_corrected_once_and_then_remembered(serve, egress_client):
     clock = FakeClock(time.time())
     sim = BitgetSimulator(clock=clock, time_offset_ms=90_000)  # Bitget 90 s ahead of us
     first_key, second_key = add_key(sim), add_key(sim)
-    url = serve_fresh(sim)
+    url = serve(sim)
     bitget = adapter(url, egress_client, clock=clock)
 
     first = bitget.check(creds(first_key.api_key), BOTH)
@@ -270,10 +251,10 @@ class DriftingClock:
         return self.now
 
 
-def test_clock_skew_that_cannot_be_corrected_is_transient(serve_fresh, egress_client):
+def test_clock_skew_that_cannot_be_corrected_is_transient(serve, egress_client):
     sim = BitgetSimulator()
     key = add_key(sim)
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     result = adapter(url, egress_client, clock=DriftingClock()).check(creds(key.api_key), BOTH)
 
@@ -286,11 +267,11 @@ CANARY_SECRET = "CANARY-S3CRET-bitget-7f3a9c"
 CANARY_PASSPHRASE = "CanaryPass7f3a9c"
 
 
-def test_canary_credentials_never_appear_in_logs_errors_or_reports(serve_fresh, egress_client, all_logs):
+def test_canary_credentials_never_appear_in_logs_errors_or_reports(serve, egress_client, all_logs):
     right_secret, right_passphrase = "the-real-secret-xyz", "RealPass123"
     seen: list[str] = []
     sim = BitgetSimulator()
-    url = serve_fresh(sim)
+    url = serve(sim)
 
     def key(**kwargs):
         return add_key(sim, secret=right_secret, passphrase=right_passphrase, **kwargs).api_key
@@ -329,7 +310,7 @@ def test_canary_credentials_never_appear_in_logs_errors_or_reports(serve_fresh, 
         BitgetSimulator(clock=clocked),
     ):
         canary_key = add_key(simulator, secret=CANARY_SECRET, passphrase=CANARY_PASSPHRASE).api_key
-        url = serve_fresh(simulator)
+        url = serve(simulator)
         for _ in range(2):  # the second one is throttled
             result = adapter(url, egress_client, clock=clocked).check(
                 creds(canary_key, CANARY_SECRET, CANARY_PASSPHRASE), BOTH

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from simulators.base import ExchangeSimulator, Fault, SimRequest, SimResponse, SimulatorServer
+from simulators.base import Fault
 from simulators.bitget import (
     CLASSIC_INFO_PATH,
     TIME_PATH,
@@ -25,59 +25,16 @@ from simulators.bitget import (
     BitgetSimulator,
 )
 from tests.conftest import EGRESS_IP
+from tests.support.clock import FakeClock
 
 START = 1_763_690_400.0
 SECRET = "sim-test-secret"
 PASSPHRASE = "SimPass123"
 
 
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SwitchableSimulator(ExchangeSimulator):
-    """Lets one server, started once per module, serve a fresh simulator to each test
-    (stopping a server costs ~0.5 s: http.server polls for shutdown twice a second)."""
-
-    name = "bitget"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.target: ExchangeSimulator = BitgetSimulator()
-
-    def delay(self) -> float:
-        return self.target.delay()
-
-    def __call__(self, request: SimRequest) -> SimResponse | None:
-        return self.target(request)
-
-
-@pytest.fixture(scope="module")
-def switch() -> Iterator[tuple[SwitchableSimulator, str]]:
-    simulator = SwitchableSimulator()
-    with SimulatorServer(simulator) as server:
-        yield simulator, server.url
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def serve_fresh(switch):
-    """`serve_fresh(simulator) -> url`: the module's server, now answering as `simulator`."""
-    simulator_switch, url = switch
-
-    def use(simulator: ExchangeSimulator) -> str:
-        simulator_switch.target = simulator
-        return url
-
-    return use
+    return FakeClock(START)
 
 
 @pytest.fixture
@@ -86,8 +43,8 @@ def sim(clock: FakeClock) -> BitgetSimulator:
 
 
 @pytest.fixture
-def url(sim: BitgetSimulator, serve_fresh) -> str:
-    return serve_fresh(sim)
+def url(sim: BitgetSimulator, serve) -> str:
+    return serve(sim)
 
 
 @pytest.fixture
@@ -158,8 +115,8 @@ def assert_error(response: httpx.Response, code: str, status: int = 400, msg: st
 
 
 # ------------------------------------------------------------------ public time
-def test_server_time_is_public_and_follows_the_simulated_offset(clock, serve_fresh, egress_client):
-    url = serve_fresh(BitgetSimulator(clock=clock, time_offset_ms=12_345))
+def test_server_time_is_public_and_follows_the_simulated_offset(clock, serve, egress_client):
+    url = serve(BitgetSimulator(clock=clock, time_offset_ms=12_345))
 
     body = egress_client.get(url + TIME_PATH).json()
 
@@ -288,9 +245,9 @@ def test_timestamp_within_the_window_is_accepted(sim, url, clock, egress_client)
     assert signed_get(egress_client, url, CLASSIC_INFO_PATH, key.api_key, clock=clock, timestamp=ts).status_code == 200
 
 
-def test_timestamp_is_judged_by_the_exchange_clock(clock, serve_fresh, egress_client):
+def test_timestamp_is_judged_by_the_exchange_clock(clock, serve, egress_client):
     sim = BitgetSimulator(clock=clock, time_offset_ms=-60_000)
-    url = serve_fresh(sim)
+    url = serve(sim)
     key = add_key(sim)
     exchange_ts = str(int(START * 1000) - 60_000)
 
@@ -407,9 +364,9 @@ def test_unified_info_allows_five_per_second(sim, url, clock, egress_client):
     assert statuses == [200] * 5 + [429]
 
 
-def test_ip_limit_breach_locks_the_ip_for_five_minutes(clock, serve_fresh, egress_client, loopback_client):
+def test_ip_limit_breach_locks_the_ip_for_five_minutes(clock, serve, egress_client, loopback_client):
     sim = BitgetSimulator(clock=clock, ip_requests_per_minute=5)
-    url = serve_fresh(sim)
+    url = serve(sim)
     clock.now = 1_763_690_400.0  # on a minute boundary
 
     statuses = [egress_client.get(url + TIME_PATH).status_code for _ in range(6)]
