@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from keyhealth.exchanges.base import new_http_client
-from simulators.base import ExchangeSimulator, SimulatorServer
+from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
 
 # The simulators see this loopback alias as our peer, as the exchanges see the NAT's Elastic IP.
 EGRESS_IP = "127.0.0.2"
@@ -25,19 +26,56 @@ def egress_client() -> Iterator[httpx.Client]:
     client.close()
 
 
-@pytest.fixture
-def serve() -> Iterator[callable]:
-    """`serve(simulator) -> base URL`: runs simulators for one test, stopped afterwards."""
-    servers: list[SimulatorServer] = []
+class SimulatorSlot(ExchangeSimulator):
+    """A server's stand-in simulator: answers as whichever simulator a test puts in it, so that
+    servers start once per session and each test still gets fresh simulators."""
 
-    def start(simulator: ExchangeSimulator) -> str:
-        server = SimulatorServer(simulator).start()
-        servers.append(server)
+    name = "slot"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: ExchangeSimulator | None = None
+
+    def __call__(self, request: SimRequest) -> SimResponse | None:
+        # Chosen once, on arrival: a slow answer still outstanding when its test ends (a timeout
+        # test) must go to that test's simulator, not to the next test's in this slot.
+        simulator = self.current
+        if simulator is None:
+            return SimResponse(503, {"error": "no simulator in this slot"})
+        pause = simulator.delay()
+        if pause:
+            time.sleep(pause)
+        return simulator(request)
+
+
+@pytest.fixture(scope="session")
+def _simulator_servers() -> Iterator[list[tuple[SimulatorSlot, SimulatorServer]]]:
+    servers: list[tuple[SimulatorSlot, SimulatorServer]] = []
+    yield servers  # grown on demand by `serve`
+    for _, server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def serve(
+    _simulator_servers: list[tuple[SimulatorSlot, SimulatorServer]],
+) -> Iterator[Callable[[ExchangeSimulator], str]]:
+    """`serve(simulator) -> base URL`: a real loopback server answering as `simulator` for this test."""
+    used = 0
+
+    def use(simulator: ExchangeSimulator) -> str:
+        nonlocal used
+        if used == len(_simulator_servers):
+            slot = SimulatorSlot()
+            _simulator_servers.append((slot, SimulatorServer(slot).start()))
+        slot, server = _simulator_servers[used]
+        slot.current = simulator
+        used += 1
         return server.url
 
-    yield start
-    for server in servers:
-        server.stop()
+    yield use
+    for slot, _ in _simulator_servers[:used]:
+        slot.current = None
 
 
 @pytest.fixture

@@ -74,6 +74,11 @@ class DynamoRateBudget:
         # fiftieth of the window's budget, so what a container leaves unspent is negligible.
         self._leases: dict[tuple[Exchange, str], tuple[int, int]] = {}  # -> (window index, weight left)
         self._lease_lock = threading.Lock()
+        self._pool_locks: dict[tuple[Exchange, str], threading.RLock] = {}
+
+    def _pool_lock(self, exchange: Exchange, pool: str) -> threading.RLock:
+        with self._lease_lock:
+            return self._pool_locks.setdefault((exchange, pool), threading.RLock())
 
     def window(self, exchange: Exchange, pool: str) -> tuple[float, int]:
         """(window length in seconds, budget per window) of one pool.
@@ -94,20 +99,24 @@ class DynamoRateBudget:
         while True:
             now = self._clock()
             index = int(now // seconds)
-            with self._lease_lock:
-                lease_index, left = self._leases.get((exchange, pool), (-1, 0))
-                if lease_index == index and left >= weight:
-                    self._leases[(exchange, pool)] = (index, left - weight)
-                    return True
-            if self._reserve(key, index, block, budget):
+            # One reservation at a time per pool in this process: threads that find the lease
+            # empty wait for the one reserving, then spend from its block instead of each
+            # reserving their own.
+            with self._pool_lock(exchange, pool):
                 with self._lease_lock:
-                    # Another thread may have leased from this window meanwhile: keep both.
                     lease_index, left = self._leases.get((exchange, pool), (-1, 0))
-                    kept = left if lease_index == index else 0
-                    self._leases[(exchange, pool)] = (index, kept + block - weight)
-                return True
-            if block > weight and self._reserve(key, index, weight, budget):
-                return True  # the window's last few units, without a lease
+                    if lease_index == index and left >= weight:
+                        self._leases[(exchange, pool)] = (index, left - weight)
+                        return True
+                if self._reserve(key, index, block, budget):
+                    with self._lease_lock:
+                        # Read again: whatever was leased meanwhile in this window is kept.
+                        lease_index, left = self._leases.get((exchange, pool), (-1, 0))
+                        kept = left if lease_index == index else 0
+                        self._leases[(exchange, pool)] = (index, kept + block - weight)
+                    return True
+                if block > weight and self._reserve(key, index, weight, budget):
+                    return True  # the window's last few units, without a lease
             wait = (index + 1) * seconds - now  # this window is spent: wait for the next one
             if now + wait > deadline:
                 return False
