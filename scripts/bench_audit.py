@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     from keyhealth.audit.runtime import PLANS
     from keyhealth.model import Exchange
 
-    bounds = {e.value: PLANS[e].checks_per_second(args.share) for e in Exchange}
+    # The bound is what the configured budget allows: whole units per (scaled) window.
+    bounds = {e.value: PLANS[e].checks_per_second(args.share, args.window_scale) for e in Exchange}
     total_bound = sum(bounds.values())
     counts = {name: round(args.bindings * bound / total_bound) for name, bound in bounds.items()}
     counts["binance"] += args.bindings - sum(counts.values())

@@ -48,9 +48,19 @@ class RatePlan:
     def audit_check_cost(self) -> dict[str, int]:
         return self.cost(self.audit_check_paths)
 
-    def checks_per_second(self, share: float) -> float:
+    def window_budget(self, pool: str, share: float, window_scale: float = 1.0) -> tuple[float, int]:
+        """(window length in seconds, whole units the audit may spend in it) of one pool.
+
+        `window_scale` (benchmarks) shrinks a window and its limit together, so the rate stays
+        the exchange's. Units are whole: a fraction is never spent (never over the limit).
+        """
+        spec = self.pool(pool)
+        return spec.window_seconds * window_scale, max(1, int(spec.limit * share * window_scale))
+
+    def checks_per_second(self, share: float, window_scale: float = 1.0) -> float:
         """The rate bound of the audit: the scarcest pool's budget over the check's cost in it."""
-        cost = self.audit_check_cost()
-        return min(
-            self.pool(name).limit * share / self.pool(name).window_seconds / weight for name, weight in cost.items()
-        )
+        rates = []
+        for name, weight in self.audit_check_cost().items():
+            seconds, budget = self.window_budget(name, share, window_scale)
+            rates.append(budget / seconds / weight)
+        return min(rates)

@@ -140,3 +140,12 @@ def test_bingx_pools_are_found_behind_a_base_url_path_prefix():
     prefixed = plan.cost(["/proxy/bingx" + bingx.API_PERMISSIONS_PATH])
     assert prefixed == plan.cost([bingx.API_PERMISSIONS_PATH])
     assert all(plan.pool(name) for name in prefixed)  # every pool named exists
+
+
+def test_window_budgets_are_whole_units_never_rounded_up():
+    from keyhealth.exchanges import bingx
+
+    pool = f"interface:{bingx.API_PERMISSIONS_PATH}"  # 300 per 10 s
+    assert bingx.RATE_PLAN.window_budget(pool, 0.5) == (10.0, 150)
+    assert bingx.RATE_PLAN.window_budget(pool, 0.15, 0.1) == (1.0, 4)  # 4.5 units: 4 may be spent
+    assert bingx.RATE_PLAN.checks_per_second(0.15, 0.1) == 4.0

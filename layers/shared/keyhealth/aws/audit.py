@@ -86,8 +86,7 @@ class DynamoRateBudget:
         `window_scale` (benchmarks) shrinks a window and its budget together: the rate stays
         the exchange's, and a short run still spans many windows.
         """
-        spec = self._plans[exchange].pool(pool)
-        return spec.window_seconds * self._scale, max(1, int(spec.limit * self._share * self._scale))
+        return self._plans[exchange].window_budget(pool, self._share, self._scale)
 
     def acquire(self, exchange: Exchange, cost: Mapping[str, int], *, deadline: float) -> bool:
         return all(self._acquire_pool(exchange, pool, weight, deadline) for pool, weight in cost.items())
