@@ -36,46 +36,31 @@ def bind_event(body: Any, *, principal: str = PLATFORM_A, headers: dict[str, str
     return api_event("POST", "/bindings", body=body, principal=principal, headers=headers)
 
 
-def rotate_event(binding_id: str, body: Any, *, principal: str = PLATFORM_A, headers=None) -> dict:
+def binding_event(method: str, binding_id: str, suffix: str = "", **kwargs: Any) -> dict:
+    """An event for a route on one binding (`/bindings/{binding_id}` + `suffix`)."""
     return api_event(
-        "PUT",
-        f"/bindings/{binding_id}/credentials",
-        resource="/bindings/{binding_id}/credentials",
+        method,
+        f"/bindings/{binding_id}{suffix}",
+        resource="/bindings/{binding_id}" + suffix,
         path_parameters={"binding_id": binding_id},
-        body=body,
-        principal=principal,
-        headers=headers,
+        **kwargs,
     )
+
+
+def rotate_event(binding_id: str, body: Any, *, principal: str = PLATFORM_A, headers=None) -> dict:
+    return binding_event("PUT", binding_id, "/credentials", body=body, principal=principal, headers=headers)
 
 
 def verify_event(binding_id: str, *, principal: str = PLATFORM_A) -> dict:
-    return api_event(
-        "POST",
-        f"/bindings/{binding_id}/verify",
-        resource="/bindings/{binding_id}/verify",
-        path_parameters={"binding_id": binding_id},
-        principal=principal,
-    )
+    return binding_event("POST", binding_id, "/verify", principal=principal)
 
 
 def get_event(binding_id: str, *, principal: str = PLATFORM_A) -> dict:
-    return api_event(
-        "GET",
-        f"/bindings/{binding_id}",
-        resource="/bindings/{binding_id}",
-        path_parameters={"binding_id": binding_id},
-        principal=principal,
-    )
+    return binding_event("GET", binding_id, principal=principal)
 
 
 def delete_event(binding_id: str, *, principal: str = PLATFORM_A) -> dict:
-    return api_event(
-        "DELETE",
-        f"/bindings/{binding_id}",
-        resource="/bindings/{binding_id}",
-        path_parameters={"binding_id": binding_id},
-        principal=principal,
-    )
+    return binding_event("DELETE", binding_id, principal=principal)
 
 
 def list_event(query: dict[str, str] | None = None, *, principal: str = PLATFORM_A) -> dict:

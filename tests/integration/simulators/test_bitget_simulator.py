@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -45,13 +44,6 @@ def sim(clock: FakeClock) -> BitgetSimulator:
 @pytest.fixture
 def url(sim: BitgetSimulator, serve) -> str:
     return serve(sim)
-
-
-@pytest.fixture
-def loopback_client() -> Iterator[httpx.Client]:
-    """Leaves from 127.0.0.1, an address no test key whitelists unless it says so."""
-    with httpx.Client(timeout=2.0) as client:
-        yield client
 
 
 def hmac_sign(secret: str, message: bytes) -> str:
