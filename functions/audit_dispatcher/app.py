@@ -28,7 +28,7 @@ def new_run_id(event: dict[str, Any], context: Any) -> str:
     return f"{format_time(now)}-{getattr(context, 'aws_request_id', 'local')[:8]}"
 
 
-@logger.inject_lambda_context(log_event=True, clear_state=True)  # a schedule event carries nothing secret
+@logger.inject_lambda_context(log_event=False, clear_state=True)  # no handler logs whole events
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run_id = new_run_id(event, context)
     logger.append_keys(run_id=run_id)
