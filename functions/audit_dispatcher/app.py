@@ -15,6 +15,7 @@ from keyhealth.aws import clients
 from keyhealth.aws.bindings import DynamoBindingRepository
 from keyhealth.config import settings
 from keyhealth.model import format_time
+from keyhealth.observability import emit_run_metrics
 
 logger = Logger(service="keyhealth", log_uncaught_exceptions=False)
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -36,5 +37,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     source = DynamoBindingRepository(clients.client("dynamodb"), settings().table_name)
     state = dispatch_audit(run_id, source, runtime.task_queue(), deps.runs, deps.services.now)
     if state.complete and deps.runs.claim_finalization(run_id):
-        finalize_run(run_id, deps.runs, deps.services, state)  # nothing to check: summarise at once
+        # Nothing to check: summarise at once (an empty run still reports, so "audit not finished" stays quiet).
+        emit_run_metrics(finalize_run(run_id, deps.runs, deps.services, state))
     return {"run_id": run_id, "tasks": state.tasks_total}

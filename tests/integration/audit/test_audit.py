@@ -178,3 +178,12 @@ def test_the_audit_spends_from_the_shared_budget_and_never_asks_a_throttled_exch
     # The three Binance checks came out of one lease of 10 reserved in the shared window.
     assert used == 10
     assert json.dumps(summary)  # serialisable
+
+
+def test_an_audit_with_no_bindings_still_reports_and_emits_its_metrics(audit, capsys):
+    audit.run("empty")
+    [summary] = audit.stack.alerts()
+    assert summary["body"]["type"] == "audit_summary"
+    assert summary["body"]["counts"]["total"] == 0
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert any("AuditRunsFinished" in metric for metric in emitted)
