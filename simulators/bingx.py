@@ -20,9 +20,9 @@ import hashlib
 import hmac
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 from simulators.base import DemoKey, ExchangeSimulator, Fault, FixedWindow, SimRequest, SimResponse
@@ -94,20 +94,14 @@ class BingXSimulator(ExchangeSimulator):
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = time.time,
-        time_offset_ms: int = 0,
-        latency: tuple[float, float] = (0.0, 0.0),
-        window_scale: float = 1.0,
-        seed: int = 7,
         envelope: bool = False,
         read_calls_reset_inactivity: bool = False,
         account_group_limit: int = 2000,
         interface_limit: int = 300,
         market_group_limit: int = 500,
+        **kwargs: Any,  # clock, time_offset_ms, latency, window_scale, seed: see ExchangeSimulator
     ) -> None:
-        super().__init__(
-            clock=clock, time_offset_ms=time_offset_ms, latency=latency, window_scale=window_scale, seed=seed
-        )
+        super().__init__(**kwargs)
         # JKorf's SDK reads apiPermissions raw (no {code,data}); other SDKs expect the envelope [U].
         self.envelope = envelope
         # Whether our read-only checks count as "use" for the 14-day rule is unknown (exchanges.md

@@ -8,7 +8,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -20,6 +19,7 @@ from functions.slack_notifier import app
 from keyhealth.aws import clients
 from keyhealth.config import settings
 from keyhealth.slack_delivery import RetryPolicy, SlackWebhook, new_slack_client
+from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
 from tests.support.faults import FaultyClient
 from tests.support.slack import block_kit_problems
 from tests.support.template import resource
@@ -45,64 +45,43 @@ class Answer:
     drop: bool = False  # close the connection without answering
 
 
-class SlackReceiver:
+class SlackReceiver(ExchangeSimulator):
     """Answers like Slack: 200 `ok`, 400 `invalid_blocks` for a payload Slack would refuse, 404 `no_service`
-    for an unknown webhook path; scripted answers (429, 500, ...) come first, in order."""
+    for an unknown webhook path; scripted answers (429, 500, ...) come first, in order. Served by the
+    simulators' own loopback server."""
+
+    name = "slack"
 
     def __init__(self) -> None:
+        super().__init__()
         self.received: list[Received] = []
         self._script: deque[Answer] = deque()
         self._lock = threading.Lock()
         self.paths = {WEBHOOK_PATH}
-        receiver = self
+        self._server = SimulatorServer(self)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # or every keep-alive request waits ~44 ms
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    payload = None
-                problems = block_kit_problems(payload)
-                answer = receiver._answer_for(self.path, problems)
-                receiver._record(
-                    Received(self.path, self.headers.get("Content-Type"), payload, problems, answer.status)
-                )
-                if answer.drop:
-                    self.close_connection = True
-                    return
-                body = answer.body.encode()
-                self.send_response(answer.status)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass  # the request line holds the webhook path
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
+    def __call__(self, request: SimRequest) -> SimResponse | None:
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            payload = None
+        problems = block_kit_problems(payload)
+        answer = self._answer_for(request.path, problems)
+        self._record(Received(request.path, request.header("Content-Type"), payload, problems, answer.status))
+        if answer.drop:
+            return None  # the connection closes without an answer
+        return SimResponse(answer.status, answer.body.encode(), dict(answer.headers))
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{WEBHOOK_PATH}"
+        return f"{self._server.url}{WEBHOOK_PATH}"
 
     def start(self) -> SlackReceiver:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
     def answer(self, status: int, body: str, *, times: int = 1, retry_after: str | None = None) -> None:
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
