@@ -78,7 +78,7 @@ demo: venv
 	$(BIN)/python -m local.demo
 
 audit: venv
-	$(BIN)/python -m local.cli audit
+	$(BIN)/python -m keyhealth_cli audit
 
 check-demo: venv
 	$(BIN)/python -m local.demo_checks
@@ -87,7 +87,7 @@ clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam build .pytest_cache .ruff_cache
 
 docs: venv
-	$(BIN)/python scripts/finding_docs.py README.md
+	$(BIN)/python scripts/finding_docs.py docs/findings.md
 
 openapi: venv
 	$(BIN)/python scripts/openapi.py

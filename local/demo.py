@@ -14,7 +14,9 @@ import textwrap
 import time
 from typing import Any
 
-from local.cli import UNKNOWN, ApiClient, CliError, default_api_url, error_line, render_summary, table
+from keyhealth_cli.api import ApiClient, default_api_url
+from keyhealth_cli.errors import UNKNOWN, CliError
+from keyhealth_cli.render import error_line, render_summary, table
 
 DEMO_PRINCIPAL = "arn:aws:iam::111111111111:user/demo-platform"
 

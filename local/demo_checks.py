@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from keyhealth import wiring
 from keyhealth.config import Settings
-from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.model import Scope
 from keyhealth.exchanges.base import CheckResult
-from keyhealth.exchanges.registry import build_adapters, http_client_for
-from keyhealth.model import Exchange, Scope
 from simulators import binance, bingx, bitget
 from simulators.base import DemoKey, SimulatorServer
 
@@ -65,21 +65,18 @@ def running_simulators(egress_ip: str) -> Iterator[tuple[dict[str, str], list[De
 def check_demo_keys(egress_ip: str = DEFAULT_EGRESS) -> list[DemoOutcome]:
     with running_simulators(egress_ip) as (urls, keys):
         settings = Settings.from_env({**urls, "EGRESS_IPS": egress_ip, "KEYHEALTH_EGRESS_SOURCE": egress_ip})
-        with http_client_for(settings) as client:
-            adapters = build_adapters(settings, client)
-            outcomes = []
-            for key in keys:
-                credentials = Credentials(
-                    api_key=key.api_key,
-                    api_secret=Secret(key.api_secret),
-                    passphrase=Secret(key.passphrase) if key.passphrase is not None else None,
-                    key_type=KeyType(key.key_type),
-                )
-                result = adapters[Exchange(key.exchange)].check(
-                    credentials, {Scope(s) for s in key.scopes}, identify_account=True
-                )
-                outcomes.append(DemoOutcome(key, result))
-            return outcomes
+        checkers = wiring.Container(wiring.Environment(settings=settings)).checkers
+        outcomes = []
+        for key in keys:
+            credentials = Credentials(
+                api_key=key.api_key,
+                api_secret=Secret(key.api_secret),
+                passphrase=Secret(key.passphrase) if key.passphrase is not None else None,
+                key_type=KeyType(key.key_type),
+            )
+            result = checkers[key.exchange].check(credentials, {Scope(s) for s in key.scopes}, identify_account=True)
+            outcomes.append(DemoOutcome(key, result))
+        return outcomes
 
 
 def render_table(outcomes: Sequence[DemoOutcome], *, remedies: bool = True) -> str:

@@ -417,7 +417,7 @@ class AlertSink:
 
 def run_state(dynamodb: Any, table: str, run_id: str) -> dict[str, Any] | None:
     """An audit run's progress (DynamoRunStore.load) and, once finished, its summary."""
-    from keyhealth.aws.audit import DynamoRunStore
+    from keyhealth.adapters.dynamodb_runs import DynamoRunStore
 
     state = DynamoRunStore(dynamodb, table).load(run_id)
     if state is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gc
 import hashlib
 import itertools
@@ -201,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invocations", type=int, default=3, help="concurrent worker invocations per exchange")
     args = parser.parse_args(argv)
 
-    from keyhealth.audit.runtime import PLANS
-    from keyhealth.model import Exchange
+    from keyhealth.exchanges.registry import RATE_PLANS as PLANS
+    from keyhealth.exchanges.registry import Exchange
 
     # The bound is what the configured budget allows: whole units per (scaled) window.
     bounds = {e.value: PLANS[e].checks_per_second(args.share, args.window_scale) for e in Exchange}
@@ -265,22 +266,18 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     import boto3
 
     from functions.audit_worker import app as worker
-    from keyhealth.api import runtime as api_runtime
-    from keyhealth.audit import runtime
-    from keyhealth.audit.runtime import PLANS
-    from keyhealth.audit.usecases import AuditDeps, dispatch_audit
-    from keyhealth.aws import clients
-    from keyhealth.aws.alerts import SnsAlertPublisher
-    from keyhealth.aws.audit import DynamoCircuit, DynamoRateBudget, DynamoRunStore, SqsTaskQueue
-    from keyhealth.aws.bindings import DynamoBindingRepository, to_item
-    from keyhealth.aws.secrets import SecretsManagerStore
-    from keyhealth.binding import Binding
+    from keyhealth import wiring
+    from keyhealth.adapters.dynamodb_bindings import to_item
+    from keyhealth.adapters.http_transport import HttpxTransport, new_http_client
+    from keyhealth.adapters.secretsmanager_credentials import SecretsManagerCredentialStore
+    from keyhealth.audit.usecases import dispatch_audit
+    from keyhealth.bindings.model import Binding
     from keyhealth.config import Settings
-    from keyhealth.credentials import Credentials, KeyType, Secret
-    from keyhealth.exchanges.base import new_http_client
-    from keyhealth.exchanges.registry import build_adapters
-    from keyhealth.ids import new_binding_id
-    from keyhealth.model import Exchange, Scope, Status, utc_now
+    from keyhealth.domain.credentials import Credentials, KeyType, Secret
+    from keyhealth.domain.ids import new_binding_id
+    from keyhealth.domain.model import Scope, Status, utc_now
+    from keyhealth.exchanges.registry import NAMES, Exchange
+    from keyhealth.exchanges.registry import RATE_PLANS as PLANS
     from local.sqs_event_source import deliver_batch
     from local.template import create_table
 
@@ -300,7 +297,7 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     # would check every key live, which is not what this measures.
     started = time.monotonic()
     now = utc_now().replace(microsecond=0)
-    secrets = SecretsManagerStore(secretsmanager)
+    secrets = SecretsManagerCredentialStore(secretsmanager)
 
     seed_lock = threading.Lock()
 
@@ -316,7 +313,7 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
             binding_id=binding_id,
             tenant=TENANT,
             user_id=f"user-{index}",
-            exchange=Exchange(exchange),
+            exchange=exchange,
             label=None,
             key_type=KeyType.HMAC,
             api_key_masked=credentials.masked_api_key,
@@ -343,65 +340,61 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     settings = Settings.from_env(
         {
             "TABLE_NAME": TABLE,
+            "SECRET_PREFIX": "keyhealth/bench/",
+            "ALERT_TOPIC_ARN": topic,
             "EGRESS_IPS": EGRESS_IP,
             "BINANCE_BASE_URL": urls["binance"],
             "BINANCE_FUTURES_BASE_URL": urls["binance"],
             "BITGET_BASE_URL": urls["bitget"],
             "BINGX_BASE_URL": urls["bingx"],
+            "AUDIT_BUDGET_SHARE": str(args.share),
+            "AUDIT_WINDOW_SCALE": str(args.window_scale),
+            "AUDIT_MAX_WAIT_SECONDS": "20",
+            **{f"AUDIT_QUEUE_URL_{e.name}": url for e, url in queues.items()},
         }
     )
-    http = new_http_client(source_address=EGRESS_IP, max_connections=256)
-    adapters = build_adapters(settings, http)
     checks: dict[str, list[float]] = defaultdict(list)
     lock = threading.Lock()
 
     class Timed:
         """Records when each check finished, per exchange (the figure the bench is about)."""
 
-        def __init__(self, adapter: Any) -> None:
-            self._adapter = adapter
+        def __init__(self, checker: Any) -> None:
+            self._checker = checker
+            self.spec = checker.spec
 
         def check(self, *a: Any, **kw: Any) -> Any:
-            result = self._adapter.check(*a, **kw)
+            result = self._checker.check(*a, **kw)
             with lock:
-                checks[self._adapter.exchange.value].append(time.monotonic())
+                checks[self.spec.name].append(time.monotonic())
             return result
 
-    from keyhealth.ports import Services
+    class BenchContainer(wiring.Container):
+        """The real composition, with every checker timed."""
 
-    services = Services(
-        adapters={e: Timed(a) for e, a in adapters.items()},
-        bindings=DynamoBindingRepository(dynamodb, TABLE),
-        secrets=secrets,
-        alerts=SnsAlertPublisher(sns, topic),
-        secret_prefix="keyhealth/bench/",
-        egress_ips=settings.egress_ips,
-        now=lambda: utc_now().replace(microsecond=0),
+        @functools.cached_property
+        def checkers(self) -> Any:
+            return {name: Timed(checker) for name, checker in super().checkers.items()}
+
+    aws = {"dynamodb": dynamodb, "sns": sns, "secretsmanager": secretsmanager, "sqs": sqs}
+    container = BenchContainer(
+        wiring.Environment(
+            settings=settings,
+            aws_client=aws.__getitem__,
+            exchange_transport=HttpxTransport(new_http_client(source_address=EGRESS_IP, max_connections=256)),
+        )
     )
-    deps = AuditDeps(
-        services=services,
-        budget=DynamoRateBudget(dynamodb, TABLE, PLANS, share=args.share, window_scale=args.window_scale),
-        circuit=DynamoCircuit(dynamodb, TABLE),
-        runs=DynamoRunStore(dynamodb, TABLE),
-        plans=PLANS,
-        max_wait_seconds=20.0,
-    )
-    runtime.audit_deps = lambda: deps  # the worker handler's wiring, pointed at the bench's
-    api_runtime.services = lambda: services
-    clients.client = lambda service: {"dynamodb": dynamodb, "sqs": sqs}[service]
+    wiring.use(container)  # the worker handler runs on the bench's composition
+    deps = container.audit
+    services = deps.services
 
     run_id = "bench-" + datetime.now(UTC).strftime("%H%M%S")
     started = time.monotonic()
-    state = dispatch_audit(
-        run_id, DynamoBindingRepository(dynamodb, TABLE), SqsTaskQueue(sqs, queues), deps.runs, services.now
-    )
+    state = dispatch_audit(run_id, container.bindings, container.task_queue, deps.runs, services.now, exchanges=NAMES)
     print(f"dispatched {state.tasks_total} tasks in {time.monotonic() - started:.1f} s", flush=True)
 
     stop = threading.Event()
     memory: list[tuple[int, float]] = []
-
-    def invoke(event: dict[str, Any]) -> dict[str, Any]:
-        return worker.lambda_handler(event, _Context())
 
     def invocation_loop(exchange: Exchange) -> None:
         url = queues[exchange]

@@ -1,4 +1,4 @@
-"""A Binance simulator for the endpoints keyhealth uses (facts: /work/shared/exchanges.md section 1).
+"""A Binance simulator for the endpoints keyhealth uses (facts: docs/exchanges.md section 1).
 
 Independent of `keyhealth` on purpose: it implements Binance's rules a second time, so
 that the adapter is checked against the exchange's behaviour rather than against itself.

@@ -1,6 +1,6 @@
 """A BingX simulator: the key-check endpoints, answered as BingX answers them.
 
-An independent implementation (nothing from `keyhealth`), written from /work/shared/exchanges.md
+An independent implementation (nothing from `keyhealth`), written from docs/exchanges.md
 section 3, so that it checks our adapter rather than mirroring it. Served endpoints:
 
 - `GET /openApi/swap/v2/server/time` (public, market IP group)

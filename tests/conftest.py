@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from keyhealth.exchanges.base import new_http_client
+from keyhealth.adapters.http_transport import new_http_client
 from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
 
 # The simulators see this loopback alias as our peer, as the exchanges see the NAT's Elastic IP.

@@ -6,18 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-from keyhealth.api import runtime as api_runtime
-from keyhealth.audit import runtime
 from keyhealth.audit.usecases import dispatch_audit, finalize_run
-from keyhealth.aws import clients
-from keyhealth.aws.bindings import DynamoBindingRepository
-from keyhealth.config import settings
-from keyhealth.model import format_time
-from keyhealth.observability import emit_run_metrics
+from keyhealth.domain.model import format_time
+from keyhealth.exchanges.registry import NAMES
+from keyhealth.observability import emit_run_metrics, entry_point, logger
+from keyhealth.wiring import container
 
-logger = Logger(service="keyhealth", log_uncaught_exceptions=False)
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -25,17 +19,17 @@ def new_run_id(event: dict[str, Any], context: Any) -> str:
     requested = event.get("run_id") if isinstance(event, dict) else None
     if isinstance(requested, str) and _RUN_ID.match(requested):
         return requested
-    now = api_runtime.services().now()
+    now = container().environment.now()
     return f"{format_time(now)}-{getattr(context, 'aws_request_id', 'local')[:8]}"
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)  # no handler logs whole events
+@entry_point()
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run_id = new_run_id(event, context)
     logger.append_keys(run_id=run_id)
-    deps = runtime.audit_deps()
-    source = DynamoBindingRepository(clients.client("dynamodb"), settings().table_name)
-    state = dispatch_audit(run_id, source, runtime.task_queue(), deps.runs, deps.services.now)
+    wired = container()
+    deps = wired.audit
+    state = dispatch_audit(run_id, wired.bindings, wired.task_queue, deps.runs, deps.services.now, exchanges=NAMES)
     if state.complete and deps.runs.claim_finalization(run_id):
         # Nothing to check: summarise at once (an empty run still reports, so "audit not finished" stays quiet).
         emit_run_metrics(finalize_run(run_id, deps.runs, deps.services, state))

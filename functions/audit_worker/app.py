@@ -7,32 +7,16 @@ the others are deleted. A task failing every time reaches the dead-letter queue.
 
 from __future__ import annotations
 
-import math
-from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError, ClientError
-
-from keyhealth.audit import runtime
 from keyhealth.audit.model import AuditTask
 from keyhealth.audit.usecases import audit_batch
-from keyhealth.aws import clients
-from keyhealth.config import settings
-from keyhealth.observability import emit_run_metrics
-
-logger = Logger(service="keyhealth", log_uncaught_exceptions=False)
-MAX_VISIBILITY_SECONDS = 43_200  # SQS's own limit
+from keyhealth.domain.errors import StorageAdapterError
+from keyhealth.observability import emit_run_metrics, entry_point, logger
+from keyhealth.wiring import container
 
 
-@cache
-def _queue_url(arn: str) -> str:
-    """arn:aws:sqs:REGION:ACCOUNT:NAME -> the queue's URL, as the SQS client wants it."""
-    account, name = arn.split(":")[4:6]
-    return clients.client("sqs").get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-
-
-@logger.inject_lambda_context(log_event=False, clear_state=True)
+@entry_point()
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     records = event.get("Records", [])
     tasks, failures = [], []
@@ -42,17 +26,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except (KeyError, ValueError):
             logger.error("malformed audit task", extra={"message_id": record.get("messageId")})
             failures.append({"itemIdentifier": record.get("messageId", "")})  # to the DLQ, in time
-    outcome = audit_batch(tasks, runtime.audit_deps(), concurrency=settings().audit_concurrency)
+    wired = container()
+    outcome = audit_batch(tasks, wired.audit, concurrency=wired.settings.audit_concurrency)
     by_id = {r["messageId"]: r for r in records}
     for message_id, delay in outcome.retry.items():
         record = by_id[message_id]
         try:
-            clients.client("sqs").change_message_visibility(
-                QueueUrl=_queue_url(record["eventSourceARN"]),
-                ReceiptHandle=record["receiptHandle"],
-                VisibilityTimeout=min(max(math.ceil(delay), 1), MAX_VISIBILITY_SECONDS),  # never early
-            )
-        except (ClientError, BotoCoreError):  # best effort: the queue's own visibility timeout applies
+            wired.redelivery.delay(record["eventSourceARN"], record["receiptHandle"], delay)
+        except StorageAdapterError:  # best effort: the queue's own visibility timeout applies
             logger.warning("could not delay an audit task", extra={"message_id": message_id})
         failures.append({"itemIdentifier": message_id})
     for summary in outcome.finalized:

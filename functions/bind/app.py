@@ -2,51 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
-from keyhealth.api import runtime
-from keyhealth.api.http import (
-    documented,
-    json_response,
-    lambda_handler_for,
-    logger,
-    new_resolver,
-    outcome_body,
-    record_check,
-    tenant_of,
-)
+from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, outcome_body, tenant_of
 from keyhealth.api.idempotency import idempotency_key, once, register_context
 from keyhealth.api.requests import BindRequest, RotateRequest
 from keyhealth.api.responses import BindingWithReport
-from keyhealth.config import settings
-from keyhealth.usecases import Outcome, bind_key, load_binding, rotate_credentials
+from keyhealth.bindings.model import Outcome
+from keyhealth.bindings.usecases import bind_key, load_binding, rotate_credentials
+from keyhealth.observability import logger, record_check
+from keyhealth.wiring import container
 
 # Routes carry no return annotation: Powertools would build a schema from `Response`.
 # What each answers is documented with `responses=` (and so in docs/openapi.json).
 app = new_resolver()
 
 
-def _idempotently(tenant: str, operation: str, run) -> Response:
-    from keyhealth.aws.clients import client
-
+def _idempotently(tenant: str, operation: str, run: Callable[[], Response]) -> Response:
     event = app.current_event
+    wired = container()
     return once(
         key=idempotency_key(dict(event.headers or {})),
         tenant=tenant,
         operation=operation,
         body=event.body or "",
         run=run,
-        table_name=settings().idempotency_table_name,
-        dynamodb=client("dynamodb"),
+        table_name=wired.settings.idempotency_table_name,
+        dynamodb=wired.aws("dynamodb"),
     )
 
 
 def _answer(status: int, outcome: Outcome) -> Response:
     logger.append_keys(binding_id=outcome.binding.binding_id)
-    record_check(outcome.binding.exchange.value, outcome.report.status.value)
+    record_check(outcome.binding.exchange, outcome.report.status.value)
     return json_response(status, outcome_body(outcome))
 
 
@@ -58,9 +50,9 @@ def _answer(status: int, outcome: Outcome) -> Response:
 def bind(request: Annotated[BindRequest, Body()]):
     tenant = tenant_of(app)
     command = request.to_command()
-    app.append_context(exchange=command.exchange.value)
-    logger.append_keys(exchange=command.exchange.value, api_key=command.credentials.masked_api_key)
-    services = runtime.services()
+    app.append_context(exchange=command.exchange)
+    logger.append_keys(exchange=command.exchange, api_key=command.credentials.masked_api_key)
+    services = container().services
     return _idempotently(tenant, "bind", lambda: _answer(201, bind_key(command, tenant, services)))
 
 
@@ -72,11 +64,11 @@ def bind(request: Annotated[BindRequest, Body()]):
 def rotate(binding_id: Annotated[str, Path()], request: Annotated[RotateRequest, Body()]):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
-    services = runtime.services()
+    services = container().services
     binding = load_binding(tenant, binding_id, services)  # 404 before anything else
     command = request.to_command(binding.exchange)
-    app.append_context(exchange=binding.exchange.value)
-    logger.append_keys(exchange=binding.exchange.value, api_key=command.credentials.masked_api_key)
+    app.append_context(exchange=binding.exchange)
+    logger.append_keys(exchange=binding.exchange, api_key=command.credentials.masked_api_key)
     return _idempotently(
         tenant,
         f"rotate:{binding_id}",

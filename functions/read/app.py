@@ -7,13 +7,15 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import Field
 
-from keyhealth.api import runtime
-from keyhealth.api.http import documented, json_response, lambda_handler_for, logger, new_resolver, tenant_of
+from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, tenant_of
 from keyhealth.api.requests import USER_ID_PATTERN
 from keyhealth.api.responses import BindingList, BindingOut, EgressIps
-from keyhealth.config import settings
-from keyhealth.model import Exchange, Status
-from keyhealth.usecases import list_bindings, load_binding
+from keyhealth.bindings.model import ListQuery
+from keyhealth.bindings.usecases import list_bindings, load_binding
+from keyhealth.domain.model import Status
+from keyhealth.exchanges.registry import Exchange
+from keyhealth.observability import logger
+from keyhealth.wiring import container
 
 # Routes carry no return annotation: Powertools would build a schema from `Response`.
 # What each answers is documented with `responses=` (and so in docs/openapi.json).
@@ -28,7 +30,7 @@ app = new_resolver()
 def get_binding(binding_id: Annotated[str, Path()]):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
-    return json_response(200, load_binding(tenant, binding_id, runtime.services()).to_public_dict())
+    return json_response(200, load_binding(tenant, binding_id, container().services).to_public_dict())
 
 
 @app.get(
@@ -44,9 +46,10 @@ def get_bindings(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ):
     tenant = tenant_of(app)
-    page = list_bindings(
-        tenant, runtime.services(), user_id=user_id, exchange=exchange, status=status, limit=limit, cursor=cursor
+    query = ListQuery(
+        user_id=user_id, exchange=exchange.value if exchange else None, status=status, limit=limit, cursor=cursor
     )
+    page = list_bindings(tenant, query, container().services)
     return json_response(200, {"items": [b.to_public_dict() for b in page.items], "next_cursor": page.next_cursor})
 
 
@@ -57,7 +60,7 @@ def get_bindings(
 )
 def egress_ips():
     tenant_of(app)
-    return json_response(200, {"egress_ips": list(settings().egress_ips)})
+    return json_response(200, {"egress_ips": list(container().settings.egress_ips)})
 
 
 lambda_handler = lambda_handler_for(app)

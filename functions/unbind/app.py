@@ -7,9 +7,10 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 
-from keyhealth.api import runtime
-from keyhealth.api.http import documented, lambda_handler_for, logger, new_resolver, tenant_of
-from keyhealth.usecases import unbind
+from keyhealth.api.http import documented, lambda_handler_for, new_resolver, tenant_of
+from keyhealth.bindings.usecases import unbind
+from keyhealth.observability import logger
+from keyhealth.wiring import container
 
 # Routes carry no return annotation: Powertools would build a schema from `Response`.
 # What each answers is documented with `responses=` (and so in docs/openapi.json).
@@ -24,7 +25,7 @@ app = new_resolver()
 def delete_binding(binding_id: Annotated[str, Path()]):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
-    unbind(tenant, binding_id, runtime.services())
+    unbind(tenant, binding_id, container().services)
     return Response(status_code=204, body="")
 
 

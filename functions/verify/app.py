@@ -6,19 +6,11 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
 
-from keyhealth.api import runtime
-from keyhealth.api.http import (
-    documented,
-    json_response,
-    lambda_handler_for,
-    logger,
-    new_resolver,
-    outcome_body,
-    record_check,
-    tenant_of,
-)
+from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, outcome_body, tenant_of
 from keyhealth.api.responses import BindingWithReport
-from keyhealth.usecases import verify_binding
+from keyhealth.bindings.usecases import verify_binding
+from keyhealth.observability import logger, record_check
+from keyhealth.wiring import container
 
 # Routes carry no return annotation: Powertools would build a schema from `Response`.
 # What each answers is documented with `responses=` (and so in docs/openapi.json).
@@ -33,9 +25,9 @@ app = new_resolver()
 def verify(binding_id: Annotated[str, Path()]):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
-    outcome = verify_binding(tenant, binding_id, runtime.services())
-    logger.append_keys(exchange=outcome.binding.exchange.value)
-    record_check(outcome.binding.exchange.value, outcome.report.status.value)
+    outcome = verify_binding(tenant, binding_id, container().services)
+    logger.append_keys(exchange=outcome.binding.exchange)
+    record_check(outcome.binding.exchange, outcome.report.status.value)
     return json_response(200, outcome_body(outcome))
 
 

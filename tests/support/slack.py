@@ -1,16 +1,17 @@
 """Slack test helpers: a Block Kit checker (Slack's documented limits) and alert bodies of every type,
-the binding status change built by the real publisher code (`keyhealth.alerts.status_changed`)."""
+the binding status change built by the real publisher code (`keyhealth.notify.model.status_changed`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from keyhealth.alerts import Alert, status_changed
-from keyhealth.binding import Binding
-from keyhealth.credentials import KeyType
-from keyhealth.findings import make_finding
-from keyhealth.model import Exchange, FindingCode, Report, Scope, Status
+from keyhealth.bindings.model import Binding
+from keyhealth.domain.credentials import KeyType
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.model import FindingCode, Report, Scope, Status
+from keyhealth.exchanges.registry import Exchange, spec
+from keyhealth.notify.model import Alert, status_changed
 
 CHECKED_AT = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 EGRESS = ("203.0.113.10",)
@@ -83,7 +84,7 @@ def status_change(
     findings = tuple(
         make_finding(
             code,
-            exchange,
+            spec(exchange).ui,
             egress_ips=EGRESS,
             scopes=["futures"],
             exchange_code=-2015 if exchange_message else None,
@@ -107,7 +108,7 @@ def status_change(
         updated_at=CHECKED_AT,
         secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyhealth/test/bnd_01JSLACKTEST-AbCdEf",
     )
-    return status_changed(binding, previous, report)
+    return status_changed(binding, previous, report, exchange_name=spec(exchange).display_name)
 
 
 def incident_body(**overrides: Any) -> dict[str, Any]:
@@ -154,7 +155,7 @@ def audit_summary_body(newly_failing: int = 3, incidents: int = 1) -> dict[str, 
 
 
 def unreachable_body() -> dict[str, Any]:
-    finding = make_finding(FindingCode.EGRESS_BLOCKED, Exchange.BINGX, egress_ips=EGRESS)
+    finding = make_finding(FindingCode.EGRESS_BLOCKED, spec(Exchange.BINGX).ui, egress_ips=EGRESS)
     return {
         "type": "binding_unreachable",
         "binding_id": "bnd_01JUNREACH",

@@ -11,14 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from keyhealth.model import Exchange
+from keyhealth.exchanges.registry import NAMES, SPECS
 
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "BINANCE_BASE_URL": "https://api.binance.com",
-    "BINANCE_FUTURES_BASE_URL": "https://fapi.binance.com",
-    "BITGET_BASE_URL": "https://api.bitget.com",
-    "BINGX_BASE_URL": "https://open-api.bingx.com",
-}
+#: Every base URL an exchange module declares (BINANCE_BASE_URL, ...), with its default.
+DEFAULT_BASE_URLS: dict[str, str] = {url.variable: url.default for spec in SPECS for url in spec.base_urls}
 
 
 class ConfigError(ValueError):
@@ -32,10 +28,8 @@ class Settings:
     alert_topic_arn: str = ""
     audit_queue_url: str = ""
     egress_ips: tuple[str, ...] = ()
-    binance_base_url: str = DEFAULT_BASE_URLS["BINANCE_BASE_URL"]
-    binance_futures_base_url: str = DEFAULT_BASE_URLS["BINANCE_FUTURES_BASE_URL"]
-    bitget_base_url: str = DEFAULT_BASE_URLS["BITGET_BASE_URL"]
-    bingx_base_url: str = DEFAULT_BASE_URLS["BINGX_BASE_URL"]
+    #: BaseUrl.variable -> URL, for every base URL the exchange specs declare
+    exchange_urls: tuple[tuple[str, str], ...] = tuple(DEFAULT_BASE_URLS.items())
     audit_budget_share: float = 0.5
     idempotency_table_name: str = ""
     secrets_kms_key_id: str | None = None  # the stack's customer-managed key for binding secrets
@@ -56,16 +50,14 @@ class Settings:
     audit_window_scale: float = 1.0  # benchmarks only: windows and their budgets shrink together
     audit_max_wait_seconds: float = 20.0  # how long one worker invocation waits for budget
     audit_concurrency: int = 10  # checks in flight per worker invocation
+    audit_circuit_cache_seconds: float = 1.0  # how long a worker trusts the circuit it last read
 
-    def queue_url_for(self, exchange: Exchange) -> str:
-        return dict(self.audit_queue_urls).get(exchange.value) or self.audit_queue_url
+    def queue_url_for(self, exchange: str) -> str:
+        return dict(self.audit_queue_urls).get(exchange) or self.audit_queue_url
 
-    def base_url(self, exchange: Exchange) -> str:
-        return {
-            Exchange.BINANCE: self.binance_base_url,
-            Exchange.BITGET: self.bitget_base_url,
-            Exchange.BINGX: self.bingx_base_url,
-        }[exchange]
+    def url(self, variable: str) -> str:
+        """A configured exchange base URL by its variable (BINANCE_BASE_URL)."""
+        return dict(self.exchange_urls)[variable]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,12 +90,12 @@ class Settings:
         slack_dlq = text("SLACK_DLQ_URL")
         if slack_dlq and not slack_dlq.startswith(("https://", "http://")):
             raise ConfigError(f"SLACK_DLQ_URL must be an SQS queue URL, got {slack_dlq!r}")
-        urls = {}
+        urls = []
         for name, default in DEFAULT_BASE_URLS.items():
             url = text(name) or default
             if not url.startswith(("https://", "http://")):
                 raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
-            urls[name.lower()] = url.rstrip("/")
+            urls.append((name, url.rstrip("/")))
         return cls(
             table_name=text("TABLE_NAME"),
             secret_prefix=text("SECRET_PREFIX", "keyhealth/") or "keyhealth/",
@@ -118,18 +110,19 @@ class Settings:
             connect_timeout=number("EXCHANGE_CONNECT_TIMEOUT", 3.0, 0.1, 30.0),
             read_timeout=number("EXCHANGE_READ_TIMEOUT", 5.0, 0.1, 60.0),
             audit_queue_urls=tuple(
-                (exchange.value, text(f"AUDIT_QUEUE_URL_{exchange.name}"))
-                for exchange in Exchange
-                if text(f"AUDIT_QUEUE_URL_{exchange.name}")
+                (name, text(f"AUDIT_QUEUE_URL_{name.upper()}"))
+                for name in NAMES
+                if text(f"AUDIT_QUEUE_URL_{name.upper()}")
             ),
             audit_window_scale=number("AUDIT_WINDOW_SCALE", 1.0, 0.001, 100.0),
             audit_max_wait_seconds=number("AUDIT_MAX_WAIT_SECONDS", 20.0, 0.0, 600.0),
             audit_concurrency=int(number("AUDIT_CONCURRENCY", 10, 1, 64)),
+            audit_circuit_cache_seconds=number("AUDIT_CIRCUIT_CACHE_SECONDS", 1.0, 0.0, 60.0),
             slack_webhook_secret_arn=slack_secret,
             slack_dlq_url=slack_dlq,
             slack_max_attempts=int(number("SLACK_MAX_ATTEMPTS", 5, 1, 10)),
             slack_retry_after_cap=number("SLACK_RETRY_AFTER_CAP", 15.0, 0.0, 300.0),
-            **urls,
+            exchange_urls=tuple(urls),
         )
 
 

@@ -1,12 +1,32 @@
-"""CloudWatch metrics in Embedded Metric Format, from the run summary."""
+"""Logs and metrics, the same way in every function: one Powertools Logger, one entry-point
+decorator, and CloudWatch metrics in Embedded Metric Format."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+SERVICE = "keyhealth"
 NAMESPACE = "keyhealth"
+
+#: The one logger of every function. Uncaught exceptions are not logged by Powertools: their
+#: text is not known to be free of secrets (the API logs the type only, see api/http.py).
+logger = Logger(service=SERVICE, log_uncaught_exceptions=False)
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def entry_point(*, correlation_id_path: str | None = None) -> Callable[[Handler], Handler]:
+    """The decorator of every Lambda entry point: the invocation's logging context, never the
+    event (a bind event carries the secret), and no key of one invocation left on the next."""
+    return logger.inject_lambda_context(  # type: ignore[return-value]
+        correlation_id_path=correlation_id_path,
+        log_event=False,
+        clear_state=True,
+    )
 
 
 def emit_run_metrics(summary: dict[str, Any]) -> None:
@@ -30,4 +50,16 @@ def emit_run_metrics(summary: dict[str, Any]) -> None:
     ):
         pass
     with single_metric(name="AuditRunsFinished", unit=MetricUnit.Count, value=1, namespace=NAMESPACE):
+        pass
+
+
+def record_check(exchange: str, status: str) -> None:
+    """One key check, by exchange and outcome."""
+    with single_metric(
+        name="KeyChecks",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=NAMESPACE,
+        default_dimensions={"exchange": exchange, "outcome": status},
+    ):
         pass

@@ -16,14 +16,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from keyhealth.api import runtime
-from keyhealth.aws import clients
-from keyhealth.aws.alerts import SnsAlertPublisher
-from keyhealth.aws.bindings import DynamoBindingRepository
-from keyhealth.aws.secrets import SecretsManagerStore
+from keyhealth import wiring
+from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.bindings.ports import Services
 from keyhealth.config import Settings, settings
-from keyhealth.exchanges.registry import build_adapters
-from keyhealth.ports import Services
 from simulators import binance, bingx, bitget
 from simulators.base import DemoKey, ExchangeSimulator, SimulatorServer
 from tests.conftest import EGRESS_IP
@@ -86,6 +82,7 @@ class Stack:
     queue_url: str
     exchanges: Exchanges
     kms_key_arn: str
+    container: wiring.Container
     _alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def invoke(self, function: ModuleType, event: dict[str, Any]) -> Response:
@@ -178,19 +175,19 @@ def stack(
         dynamodb = FaultyClient(raw_dynamodb)
         secretsmanager = FaultyClient(session.client("secretsmanager"))
         faulty_sns = FaultyClient(sns)
-        config = Settings.from_env(os.environ)
-        services = Services(
-            adapters=build_adapters(config, egress_client, clock=clock),
-            bindings=DynamoBindingRepository(dynamodb, TABLE),
-            secrets=SecretsManagerStore(secretsmanager, kms_key_id=kms_key_arn),
-            alerts=SnsAlertPublisher(faulty_sns, topic_arn),
-            secret_prefix=SECRET_PREFIX,
-            egress_ips=config.egress_ips,
-            now=clock.now,
+        clients = {"dynamodb": dynamodb, "secretsmanager": secretsmanager, "sns": faulty_sns, "sqs": sqs}
+        container = wiring.Container(
+            wiring.Environment(
+                settings=Settings.from_env(os.environ),
+                aws_client=clients.__getitem__,
+                exchange_transport=HttpxTransport(egress_client),
+                clock=clock,
+            )
         )
-        monkeypatch.setattr(runtime, "services", lambda: services)
-        monkeypatch.setattr(clients, "client", lambda service: {"dynamodb": dynamodb}[service])
+        services = container.services
+        wiring.use(container)
         for sim in exchanges.simulators.values():
             sim.fault = None
-        yield Stack(services, dynamodb, secretsmanager, faulty_sns, sqs, queue_url, exchanges, kms_key_arn)
+        yield Stack(services, dynamodb, secretsmanager, faulty_sns, sqs, queue_url, exchanges, kms_key_arn, container)
+        wiring.use(None)
     settings.cache_clear()

@@ -20,7 +20,7 @@ from functions.bind import app as bind_function
 from functions.read import app as read_function
 from functions.unbind import app as unbind_function
 from functions.verify import app as verify_function
-from keyhealth.ids import is_binding_id
+from keyhealth.domain.ids import is_binding_id
 from tests.integration.api.helpers import bind_body, bind_event
 from tests.support.events import api_event
 

@@ -5,19 +5,16 @@ Lambda's SQS event source does (batches of 10, partial batch failures honoured).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from functions.audit_dispatcher import app as dispatcher
 from functions.audit_worker import app as worker
-from keyhealth.audit import runtime
-from keyhealth.audit.runtime import PLANS
+from keyhealth import wiring
 from keyhealth.audit.usecases import AuditDeps
-from keyhealth.aws import clients
-from keyhealth.aws.audit import DynamoCircuit, DynamoRateBudget, DynamoRunStore, SqsTaskQueue
-from keyhealth.model import Exchange
+from keyhealth.exchanges.registry import Exchange
 from local.sqs_event_source import deliver_batch
 from tests.integration.api.conftest import TABLE, clock, exchanges, stack  # noqa: F401 - fixtures
 from tests.support.clock import SkippableClock
@@ -95,22 +92,22 @@ class Audit:
 
 
 @pytest.fixture
-def audit(stack, clock, monkeypatch) -> Audit:  # noqa: F811 - the imported fixtures
+def audit(stack, clock) -> Audit:  # noqa: F811 - the imported fixtures
     sqs = stack.sqs
     arns: dict[str, str] = {}  # the dead-letter queue is made once, for all three
     queues = {
         exchange: create_queue(sqs, QUEUES[exchange], f"audit-{exchange.value}", queues=arns) for exchange in Exchange
     }
     sleep = FakeSleep()
-    deps = AuditDeps(
-        services=stack.services,
-        budget=DynamoRateBudget(stack.dynamodb, TABLE, PLANS, share=0.5, sleep=sleep, clock=clock),
-        circuit=DynamoCircuit(stack.dynamodb, TABLE, cache_seconds=0, clock=clock),
-        runs=DynamoRunStore(stack.dynamodb, TABLE),
-        plans=PLANS,
-        clock=clock,
+    # The stack's container, rebuilt with the audit's queues, a sleep that only records and a
+    # circuit read afresh on every check (the clock is skipped between deliveries).
+    settings = replace(
+        stack.container.settings,
+        audit_queue_urls=tuple((exchange.value, url) for exchange, url in queues.items()),
+        audit_budget_share=0.5,
+        audit_circuit_cache_seconds=0.0,
     )
-    monkeypatch.setattr(runtime, "audit_deps", lambda: deps)
-    monkeypatch.setattr(runtime, "task_queue", lambda: SqsTaskQueue(sqs, queues))
-    monkeypatch.setattr(clients, "client", lambda service: {"dynamodb": stack.dynamodb, "sqs": sqs}[service])
+    container = wiring.Container(replace(stack.container.environment, settings=settings, sleep=sleep))
+    deps = container.audit
+    wiring.use(container)
     return Audit(stack, deps, queues, sleep, clock)

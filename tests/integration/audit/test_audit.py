@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from functions.read import app as read_function
-from keyhealth.model import Exchange
+from keyhealth.exchanges.registry import Exchange
 from simulators import bitget
 from simulators.base import Fault
 from tests.integration.api.helpers import created, get_event

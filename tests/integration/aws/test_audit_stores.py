@@ -16,13 +16,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from keyhealth.alerts import Alert
+from keyhealth.adapters.dynamodb_circuit import DynamoCircuit
+from keyhealth.adapters.dynamodb_rate_budget import DynamoRateBudget
+from keyhealth.adapters.dynamodb_runs import DynamoRunStore
+from keyhealth.adapters.sqs_audit_tasks import SqsTaskQueue
 from keyhealth.audit.model import AuditTask, HeldAlert
-from keyhealth.audit.runtime import PLANS
-from keyhealth.aws.audit import DynamoCircuit, DynamoRateBudget, DynamoRunStore, SqsTaskQueue
-from keyhealth.errors import StorageError
+from keyhealth.domain.errors import StorageAdapterError
 from keyhealth.exchanges import binance, bingx
-from keyhealth.model import Exchange
+from keyhealth.exchanges.registry import RATE_PLANS as PLANS
+from keyhealth.exchanges.registry import Exchange
+from keyhealth.notify.model import Alert
 from tests.support.template import create_table
 
 REGION = "eu-west-1"
@@ -420,7 +423,7 @@ def test_a_run_cannot_be_started_twice(dynamodb):
     runs.start("run-1", STARTED)
     runs.record("run-1", {"checked.bitget": 2}, [], 2)
 
-    with pytest.raises(StorageError) as refused:
+    with pytest.raises(StorageAdapterError) as refused:
         runs.start("run-1", STARTED)
 
     assert "ConditionalCheckFailed" in refused.value.reason
@@ -537,7 +540,7 @@ def test_a_refused_message_is_a_storage_error():
                 return {"Successful": [], "Failed": [{"Id": "0", "SenderFault": False, "Code": "InternalError"}]}
 
         queue = SqsTaskQueue(Refusing(sqs), {Exchange.BITGET: url})
-        with pytest.raises(StorageError):
+        with pytest.raises(StorageAdapterError):
             queue.send([AuditTask("run-1", Exchange.BITGET, "t", "bnd_1")])
 
 

@@ -65,7 +65,7 @@ class LocalStack:
 
     def cli(self, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "local.cli", "--api-url", self.url, *args],
+            [sys.executable, "-m", "keyhealth_cli", "--api-url", self.url, *args],
             cwd=ROOT,
             env=clean_env(**env),
             input=stdin or "",
@@ -293,7 +293,7 @@ def test_an_unreachable_api_is_one_line_and_exit_3():
     closed = free_port()
 
     done = subprocess.run(
-        [sys.executable, "-m", "local.cli", "--api-url", f"http://127.0.0.1:{closed}", "list"],
+        [sys.executable, "-m", "keyhealth_cli", "--api-url", f"http://127.0.0.1:{closed}", "list"],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,

@@ -12,10 +12,11 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.model import Scope, Status
 from keyhealth.exchanges.base import CheckResult
 from keyhealth.exchanges.binance import BinanceAdapter
-from keyhealth.model import Scope, Status
 from simulators.base import DemoKey, Fault
 from simulators.binance import BinanceSimulator, seed_demo
 from tests.conftest import EGRESS_IP
@@ -40,7 +41,9 @@ DEMO_KEYS = seed_demo(DEMO_SIM, EGRESS_IP)
 
 def adapter(url: str, client: httpx.Client, clock: Callable[[], float]) -> BinanceAdapter:
     # The local stack may run two servers; one serves both base URLs here.
-    return BinanceAdapter(client=client, base_url=url, futures_base_url=url, egress_ips=[EGRESS_IP], clock=clock)
+    return BinanceAdapter(
+        transport=HttpxTransport(client), base_url=url, futures_base_url=url, egress_ips=[EGRESS_IP], clock=clock
+    )
 
 
 def credentials_of(demo: DemoKey, secret: str | None = None) -> Credentials:

@@ -10,10 +10,11 @@ import json
 import httpx
 import pytest
 
-from keyhealth.credentials import Credentials, Secret
-from keyhealth.exchanges.base import CheckResult, new_http_client
+from keyhealth.adapters.http_transport import HttpxTransport, new_http_client
+from keyhealth.domain.credentials import Credentials, Secret
+from keyhealth.domain.exchange import CheckResult
+from keyhealth.domain.model import Scope
 from keyhealth.exchanges.bingx import RATE_LIMIT_RECOVERY_SECONDS, BingXAdapter
-from keyhealth.model import Scope
 from simulators.base import DemoKey, Fault, SimRequest, SimResponse
 from simulators.bingx import FUTURES, READ, SERVER_TIME, SPOT, BingXSimulator, seed_demo
 from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
@@ -31,7 +32,7 @@ def clock() -> FakeClock:
 def adapter_for(
     url: str, client: httpx.Client, clock: FakeClock, egress: tuple[str, ...] = (EGRESS_IP,)
 ) -> BingXAdapter:
-    return BingXAdapter(client=client, base_url=url, egress_ips=egress, clock=clock)
+    return BingXAdapter(transport=HttpxTransport(client), base_url=url, egress_ips=egress, clock=clock)
 
 
 def check_demo(adapter: BingXAdapter, demo: DemoKey, *, identify_account: bool = False) -> CheckResult:

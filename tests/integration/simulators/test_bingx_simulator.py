@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from keyhealth.exchanges.base import new_http_client
+from keyhealth.adapters.http_transport import new_http_client
 from simulators.base import Fault
 from simulators.bingx import (
     API_PERMISSIONS,

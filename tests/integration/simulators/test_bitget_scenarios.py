@@ -13,10 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.model import Scope
+from keyhealth.exchanges import bitget as bitget_module
 from keyhealth.exchanges.base import CheckAborted, CheckResult, ReportDraft
 from keyhealth.exchanges.bitget import BitgetAdapter
-from keyhealth.model import Exchange, Scope
 from simulators.base import DemoKey, Fault
 from simulators.bitget import BitgetSimulator, seed_demo
 from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
@@ -28,7 +30,7 @@ SECRET = "scenario-secret-0001"
 
 
 def adapter(url: str, client, *, egress_ips=(EGRESS_IP,), clock=time.time) -> BitgetAdapter:
-    return BitgetAdapter(client=client, base_url=url, egress_ips=egress_ips, clock=clock)
+    return BitgetAdapter(transport=HttpxTransport(client), base_url=url, egress_ips=egress_ips, clock=clock)
 
 
 def creds(api_key: str, secret: str = SECRET, passphrase: str = PASSPHRASE, key_type=KeyType.HMAC) -> Credentials:
@@ -297,7 +299,7 @@ def test_canary_credentials_never_appear_in_logs_errors_or_reports(serve, egress
         result = bitget.check(credentials, BOTH, identify_account=True)
         seen += [json.dumps(result.report.to_dict()), repr(result), repr(credentials), str(credentials)]
         # the exceptions that end a check, caught where they are raised
-        draft = ReportDraft(exchange=Exchange.BITGET, egress_ips=(EGRESS_IP,), checked_at=result.report.checked_at)
+        draft = ReportDraft(ui=bitget_module.SPEC.ui, egress_ips=(EGRESS_IP,), checked_at=result.report.checked_at)
         try:
             bitget._inspect(credentials, BOTH, draft, True)
         except CheckAborted as stop:

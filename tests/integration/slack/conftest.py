@@ -4,10 +4,11 @@ and the Slack notifier wired to it, with Secrets Manager and SQS on moto (the qu
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -16,9 +17,9 @@ import pytest
 from moto import mock_aws
 
 from functions.slack_notifier import app
-from keyhealth.aws import clients
-from keyhealth.config import settings
-from keyhealth.slack_delivery import RetryPolicy, SlackWebhook, new_slack_client
+from keyhealth import wiring
+from keyhealth.adapters.slack_webhook import new_slack_client
+from keyhealth.config import Settings
 from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
 from tests.support.faults import FaultyClient
 from tests.support.slack import block_kit_problems
@@ -151,6 +152,12 @@ class Notifier:
     secret_arn: str
     dlq_url: str
     session: boto3.session.Session
+    environment: wiring.Environment
+
+    def cold_start(self) -> None:
+        """A new Lambda container: settings read again from the environment (a test changed it)."""
+        settings = Settings.from_env(os.environ)
+        wiring.use(wiring.Container(replace(self.environment, settings=settings)))
 
     def invoke(self, event: dict[str, Any], *, remaining_ms: int = 60_000) -> dict[str, int]:
         return app.lambda_handler(event, Context(remaining_ms))
@@ -201,24 +208,16 @@ def notifier(
     faulty_sqs = FaultyClient(sqs)
     monkeypatch.setenv("SLACK_WEBHOOK_SECRET_ARN", secret_arn)
     monkeypatch.setenv("SLACK_DLQ_URL", dlq_url)
-    monkeypatch.setattr(
-        clients, "client", lambda service: {"secretsmanager": secretsmanager, "sqs": faulty_sqs}[service]
-    )
     fake_time = FakeTime()
-
-    def webhook() -> SlackWebhook:
-        config = settings()
-        policy = RetryPolicy(max_attempts=config.slack_max_attempts, retry_after_cap=config.slack_retry_after_cap)
-        return SlackWebhook(slack_http, policy, sleep=fake_time.sleep, clock=fake_time.clock, jitter=lambda: 0.5)
-
-    monkeypatch.setattr(app, "webhook", webhook)
-    _forget_container_state()
-    yield Notifier(slack, fake_time, secretsmanager, faulty_sqs, secret_arn, dlq_url, aws)
-    _forget_container_state()
-
-
-def _forget_container_state() -> None:
-    """A fresh container: settings, webhook URL and queue read again."""
-    settings.cache_clear()
-    app.webhook_url.cache_clear()
-    app.dead_letters.cache_clear()
+    aws_clients = {"secretsmanager": secretsmanager, "sqs": faulty_sqs}
+    environment = wiring.Environment(
+        settings=Settings.from_env(os.environ),
+        aws_client=aws_clients.__getitem__,
+        sleep=fake_time.sleep,
+        monotonic=fake_time.clock,
+        jitter=lambda: 0.5,
+        slack_http_client=slack_http,
+    )
+    wiring.use(wiring.Container(environment))
+    yield Notifier(slack, fake_time, secretsmanager, faulty_sqs, secret_arn, dlq_url, aws, environment)
+    wiring.use(None)

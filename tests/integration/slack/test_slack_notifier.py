@@ -5,6 +5,7 @@ on request; what Slack does not take lands in the (moto) dead-letter queue."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ from typing import Any
 import pytest
 
 from functions.slack_notifier import app
-from keyhealth.alerts import Alert
-from keyhealth.aws.alerts import SnsAlertPublisher
-from keyhealth.errors import StorageError
-from keyhealth.model import FindingCode, Status
-from keyhealth.slack_relay import Undelivered
+from keyhealth import wiring
+from keyhealth.adapters.sns_alerts import SnsAlertPublisher
+from keyhealth.config import Settings
+from keyhealth.domain.errors import StorageAdapterError
+from keyhealth.domain.model import FindingCode, Status
+from keyhealth.notify.model import Alert
+from keyhealth.notify.usecases import Undelivered
 from tests.integration.slack.conftest import WEBHOOK_PATH, Notifier
 from tests.support.slack import (
     audit_summary_body,
@@ -29,7 +32,6 @@ from tests.support.template import resource, template
 
 SAMPLE_EVENT = Path(__file__).resolve().parents[3] / "events" / "slack-notifier.json"
 FAILING = status_change(Status.HEALTHY, FindingCode.IP_NOT_WHITELISTED, FindingCode.WITHDRAW_ENABLED)
-REAL_WEBHOOK_FACTORY = app.webhook  # before the fixture replaces it with one on a fake clock
 
 
 def _template_filter_policy() -> dict[str, list[str]]:
@@ -92,7 +94,7 @@ def test_the_sample_event_is_posted(notifier):
     # Given the sample event (as `sam local invoke -e events/slack-notifier.json` would send it)
     event = json.loads(SAMPLE_EVENT.read_text())
     sample_body = json.loads(event["Records"][0]["Sns"]["Message"])
-    assert sample_body.keys() == FAILING.body.keys(), "the sample drifted from keyhealth.alerts.status_changed"
+    assert sample_body.keys() == FAILING.body.keys(), "the sample drifted from keyhealth.notify.model.status_changed"
     # When
     answer = notifier.invoke(event)
     # Then
@@ -254,12 +256,13 @@ def test_when_the_dead_letter_queue_fails_the_invocation_fails(notifier):
     # Lambda's async retries and the function's own DeadLetterQueue then take over.
     notifier.slack.answer(400, "invalid_blocks", times=5)
     notifier.sqs.fail("send_message")
-    with pytest.raises(StorageError, match="sqs:SendMessage"):
+    with pytest.raises(StorageAdapterError, match="sqs:SendMessage"):
         notifier.invoke(one_event(notifier))
 
 
 def test_without_a_dead_letter_queue_an_undeliverable_message_fails_the_invocation(notifier, monkeypatch):
     monkeypatch.setenv("SLACK_DLQ_URL", "")
+    notifier.cold_start()
     event = one_event(notifier)
     notifier.slack.answer(410, "channel_is_archived")
     with pytest.raises(Undelivered):
@@ -271,6 +274,7 @@ def test_without_a_dead_letter_queue_an_undeliverable_message_fails_the_invocati
 
 def test_without_a_webhook_secret_nothing_is_posted(notifier, monkeypatch):
     monkeypatch.setenv("SLACK_WEBHOOK_SECRET_ARN", "")
+    notifier.cold_start()
     answer = notifier.invoke(one_event(notifier))
     assert answer == {"delivered": 0, "dead_lettered": 0}
     assert notifier.slack.received == []
@@ -279,6 +283,7 @@ def test_without_a_webhook_secret_nothing_is_posted(notifier, monkeypatch):
 
 def test_max_attempts_is_configurable(notifier, monkeypatch):
     monkeypatch.setenv("SLACK_MAX_ATTEMPTS", "2")
+    notifier.cold_start()
     notifier.slack.answer(500, "server_error", times=5)
     notifier.invoke(one_event(notifier))
     assert len(notifier.slack.received) == 2
@@ -289,7 +294,7 @@ def test_max_attempts_is_configurable(notifier, monkeypatch):
 def test_the_deployed_webhook_takes_its_policy_from_settings(notifier, monkeypatch):
     monkeypatch.setenv("SLACK_MAX_ATTEMPTS", "3")
     monkeypatch.setenv("SLACK_RETRY_AFTER_CAP", "4")
-    webhook = REAL_WEBHOOK_FACTORY.__wrapped__()
+    webhook = wiring.Container(wiring.Environment(settings=Settings.from_env(os.environ))).slack_webhook
     assert (webhook.policy.max_attempts, webhook.policy.retry_after_cap) == (3, 4.0)
 
 

@@ -3,15 +3,14 @@
 import pytest
 
 from keyhealth.config import ConfigError, Settings
-from keyhealth.model import Exchange
 
 
 def test_defaults_point_at_the_real_exchanges():
     settings = Settings.from_env({})
-    assert settings.base_url(Exchange.BINANCE) == "https://api.binance.com"
-    assert settings.binance_futures_base_url == "https://fapi.binance.com"
-    assert settings.base_url(Exchange.BITGET) == "https://api.bitget.com"
-    assert settings.base_url(Exchange.BINGX) == "https://open-api.bingx.com"
+    assert settings.url("BINANCE_BASE_URL") == "https://api.binance.com"
+    assert settings.url("BINANCE_FUTURES_BASE_URL") == "https://fapi.binance.com"
+    assert settings.url("BITGET_BASE_URL") == "https://api.bitget.com"
+    assert settings.url("BINGX_BASE_URL") == "https://open-api.bingx.com"
     assert settings.secret_prefix == "keyhealth/"
     assert settings.audit_budget_share == 0.5
     assert settings.egress_ips == ()
@@ -28,7 +27,7 @@ def test_environment_overrides_are_parsed():
         }
     )
     assert settings.egress_ips == ("203.0.113.10", "203.0.113.11")
-    assert settings.bingx_base_url == "http://127.0.0.1:9000"
+    assert settings.url("BINGX_BASE_URL") == "http://127.0.0.1:9000"
     assert settings.audit_budget_share == 0.8
     assert settings.table_name == "bindings"
     assert settings.egress_source_address == "127.0.0.2"

@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 
-from keyhealth.credentials import Credentials, KeyType, Secret, mask_api_key
+from keyhealth.domain.credentials import Credentials, KeyType, Secret, mask_api_key
 
 CANARY = "CANARY-credential-7f3a9c"
 

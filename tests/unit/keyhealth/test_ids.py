@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keyhealth.ids import is_binding_id, new_binding_id
+from keyhealth.domain.ids import is_binding_id, new_binding_id
 
 
 def test_ids_made_with_the_same_clock_reading_sort_in_creation_order():

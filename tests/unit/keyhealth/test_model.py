@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from keyhealth.model import (
+from keyhealth.domain.model import (
     Audience,
     Finding,
     FindingCode,

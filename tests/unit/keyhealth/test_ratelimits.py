@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from keyhealth.domain.ratelimits import RatePlan
 from keyhealth.exchanges import binance, bingx, bitget
-from keyhealth.model import Exchange
-from keyhealth.ratelimits import RatePlan
+from keyhealth.exchanges.registry import Exchange
 
 PLANS: dict[Exchange, RatePlan] = {
     Exchange.BINANCE: binance.RATE_PLAN,

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from keyhealth.model import FindingCode, Status
-from keyhealth.slack import BLOCK_LIMIT, HEADER_LIMIT, MAX_FINDINGS, SECTION_LIMIT, blocks_for
+from keyhealth.domain.model import FindingCode, Status
+from keyhealth.exchanges.registry import SPECS
+from keyhealth.notify.slack import BLOCK_LIMIT, HEADER_LIMIT, MAX_FINDINGS, SECTION_LIMIT, blocks_for
 from tests.support.slack import (
     all_text,
     audit_summary_body,
@@ -17,6 +18,8 @@ from tests.support.slack import (
 )
 
 C = FindingCode
+
+EXCHANGE_NAMES = {spec.name: spec.display_name for spec in SPECS}
 
 
 def _blocks(payload, kind):
@@ -57,7 +60,7 @@ BODIES = {
 @pytest.mark.parametrize("name", BODIES)
 def test_every_message_type_renders_valid_block_kit(name):
     # When
-    payload = blocks_for(BODIES[name], None)
+    payload = blocks_for(BODIES[name], None, exchange_names=EXCHANGE_NAMES)
     # Then
     assert block_kit_problems(payload) == []
     assert payload["blocks"][0]["type"] == "header"
@@ -68,7 +71,7 @@ def test_status_change_says_what_happened_and_what_to_do():
     # Given the alert the API publishes when a key starts failing
     alert = status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED, C.WITHDRAW_ENABLED)
     # When
-    payload = blocks_for(alert.body, alert.subject)
+    payload = blocks_for(alert.body, alert.subject, exchange_names=EXCHANGE_NAMES)
     # Then
     assert payload["text"] == alert.subject.replace(">", "&gt;")
     assert _header(payload) == ":red_circle: Binance key vmPU...A4Ge of user u-42: healthy → failing"
@@ -88,7 +91,7 @@ def test_status_change_says_what_happened_and_what_to_do():
 
 
 def test_healthy_again_needs_nothing():
-    payload = blocks_for(status_change(Status.FAILING).body, None)
+    payload = blocks_for(status_change(Status.FAILING).body, None, exchange_names=EXCHANGE_NAMES)
     assert "is *healthy* again" in _sections(payload)[0]
     assert "*What to do:* nothing" in _sections(payload)[0]
 
@@ -98,7 +101,7 @@ def test_long_finding_lists_are_cut_with_and_n_more():
     body = status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED).body
     body["findings"] = [dict(body["findings"][0], code=f"code_{i:02d}") for i in range(25)]
     # When
-    payload = blocks_for(body, None)
+    payload = blocks_for(body, None, exchange_names=EXCHANGE_NAMES)
     # Then
     assert block_kit_problems(payload) == []
     assert len(_sections(payload)) == 1 + MAX_FINDINGS
@@ -108,7 +111,7 @@ def test_long_finding_lists_are_cut_with_and_n_more():
 
 def test_errors_come_before_warnings_and_info():
     body = status_change(Status.HEALTHY, C.WHITESPACE_TRIMMED, C.WITHDRAW_ENABLED, C.INVALID_SECRET).body
-    codes = [s.split("`")[1] for s in _sections(blocks_for(body, None))[1:]]
+    codes = [s.split("`")[1] for s in _sections(blocks_for(body, None, exchange_names=EXCHANGE_NAMES))[1:]]
     assert codes == ["invalid_secret", "withdraw_enabled", "whitespace_trimmed"]
 
 
@@ -116,7 +119,7 @@ def test_header_and_sections_stay_within_slack_limits():
     # Given a 128-character user id and an exchange message of 5000 characters
     alert = status_change(Status.HEALTHY, C.KEY_REJECTED, user_id="u" * 128, exchange_message="x" * 5000)
     # When
-    payload = blocks_for(alert.body, alert.subject)
+    payload = blocks_for(alert.body, alert.subject, exchange_names=EXCHANGE_NAMES)
     # Then
     assert len(_header(payload)) == HEADER_LIMIT
     assert _header(payload).endswith("…")
@@ -130,7 +133,7 @@ def test_text_from_the_exchange_cannot_ping_or_link():
         Status.HEALTHY, C.KEY_REJECTED, exchange_message="<!channel> see <https://evil.test|here> & co"
     )
     # When
-    text = all_text(blocks_for(alert.body, alert.subject))
+    text = all_text(blocks_for(alert.body, alert.subject, exchange_names=EXCHANGE_NAMES))
     # Then
     assert "<!channel>" not in text
     assert "<https://" not in text
@@ -140,14 +143,14 @@ def test_text_from_the_exchange_cannot_ping_or_link():
 def test_only_the_body_is_rendered():
     # The binding's secret id is on the domain object but not in the body: it must not appear.
     alert = status_change(Status.HEALTHY, C.INVALID_API_KEY)
-    text = all_text(blocks_for(alert.body, alert.subject))
+    text = all_text(blocks_for(alert.body, alert.subject, exchange_names=EXCHANGE_NAMES))
     assert "secretsmanager" not in text
     assert "grid bot" not in text  # the label is not in the body either
 
 
 def test_audit_summary_points_at_incidents_first():
     # Given a run with 30 newly failing keys and 7 incidents
-    payload = blocks_for(audit_summary_body(newly_failing=30, incidents=7), None)
+    payload = blocks_for(audit_summary_body(newly_failing=30, incidents=7), None, exchange_names=EXCHANGE_NAMES)
     # Then
     assert block_kit_problems(payload) == []
     assert _header(payload) == ":rotating_light: keyhealth audit: 8 failing, 10 degraded of 120 keys"
@@ -166,7 +169,7 @@ def test_audit_summary_points_at_incidents_first():
 def test_huge_audit_summary_stays_within_limits():
     body = audit_summary_body(newly_failing=5000, incidents=0)
     body["by_exchange"] = {f"exchange-{i}": body["counts"] for i in range(600)}
-    payload = blocks_for(body, None)
+    payload = blocks_for(body, None, exchange_names=EXCHANGE_NAMES)
     assert block_kit_problems(payload) == []
     assert len(payload["blocks"]) == BLOCK_LIMIT
     assert payload["blocks"][-1]["elements"][0]["text"].startswith("and ")
@@ -174,13 +177,13 @@ def test_huge_audit_summary_stays_within_limits():
 
 
 def test_quiet_audit_asks_for_nothing():
-    payload = blocks_for(audit_summary_body(newly_failing=0, incidents=0), None)
+    payload = blocks_for(audit_summary_body(newly_failing=0, incidents=0), None, exchange_names=EXCHANGE_NAMES)
     assert _header(payload).startswith(":large_green_circle:")
     assert "*What to do:* Nothing" in _sections(payload)[0]
 
 
 def test_incident_names_cause_share_and_the_platforms_fix():
-    payload = blocks_for(incident_body(), None)
+    payload = blocks_for(incident_body(), None, exchange_names=EXCHANGE_NAMES)
     assert _header(payload) == ":rotating_light: Incident: 87 of 100 Binance keys failing with ip_not_whitelisted"
     text = _sections(payload)[0]
     assert "(87%)" in text
@@ -190,12 +193,12 @@ def test_incident_names_cause_share_and_the_platforms_fix():
 
 
 def test_incident_with_an_unlisted_code_still_says_what_to_do():
-    text = _sections(blocks_for(incident_body(code="account_restricted"), None))[0]
+    text = _sections(blocks_for(incident_body(code="account_restricted"), None, exchange_names=EXCHANGE_NAMES))[0]
     assert "*What to do:* Check the exchange's status page" in text
 
 
 def test_unreachable_binding_is_the_platforms_to_fix():
-    payload = blocks_for(unreachable_body(), None)
+    payload = blocks_for(unreachable_body(), None, exchange_names=EXCHANGE_NAMES)
     assert _header(payload) == ":grey_question: BingX key abcd...wxyz of user u-7: unreachable for 3 audits"
     assert "in 3 audits in a row" in _sections(payload)[0]
     assert "*What to do (ops):*" in _sections(payload)[0]
@@ -204,7 +207,7 @@ def test_unreachable_binding_is_the_platforms_to_fix():
 
 @pytest.mark.parametrize(("days", "said"), [(5, "in 5 days"), (1, "in 1 day")])
 def test_expiring_trading_rights_say_when(days, said):
-    payload = blocks_for(expiring_body(days_left=days), None)
+    payload = blocks_for(expiring_body(days_left=days), None, exchange_names=EXCHANGE_NAMES)
     assert _header(payload).endswith(f"trading rights expire {said}")
     assert "2026-11-26T00:00:00Z" in _sections(payload)[0]
     assert "renews the trading permission" in _sections(payload)[0]
@@ -214,7 +217,7 @@ def test_an_unknown_type_is_shown_as_it_came():
     # Given a type this notifier was written before
     body = {"type": "key_rotated_by_exchange", "binding_id": "bnd_1", "exchange": "bitget", "detail": "<b>"}
     # When
-    payload = blocks_for(body, "keyhealth: something new")
+    payload = blocks_for(body, "keyhealth: something new", exchange_names=EXCHANGE_NAMES)
     # Then nothing is dropped
     assert payload["text"] == "keyhealth: something new"
     assert _header(payload) == ":bell: keyhealth: key_rotated_by_exchange"
@@ -226,5 +229,7 @@ def test_an_unknown_type_is_shown_as_it_came():
 
 
 def test_a_known_type_with_an_unexpected_shape_falls_back_to_the_generic_layout():
-    payload = blocks_for({"type": "incident", "count": {"oops": 1}, "share": "most"}, None)
+    payload = blocks_for(
+        {"type": "incident", "count": {"oops": 1}, "share": "most"}, None, exchange_names=EXCHANGE_NAMES
+    )
     assert block_kit_problems(payload) == []

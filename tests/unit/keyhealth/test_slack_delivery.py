@@ -6,15 +6,15 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from keyhealth.config import ConfigError, Settings
-from keyhealth.credentials import Secret
-from keyhealth.slack_delivery import (
+from keyhealth.adapters.slack_webhook import (
     RetryPolicy,
     SlackWebhook,
     WebhookSecretInvalid,
     _retry_after,
     webhook_url_from_secret,
 )
+from keyhealth.config import ConfigError, Settings
+from keyhealth.domain.credentials import Secret
 
 URL = Secret("https://hooks.slack.com/services/T000/B000/secretsecretsecret")
 NOW = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)

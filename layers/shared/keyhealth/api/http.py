@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -19,26 +18,23 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from keyhealth.api.requests import MAX_BODY_BYTES, InvalidRequest
-from keyhealth.aws.bindings import InvalidCursor
-from keyhealth.errors import (
+from keyhealth.domain.errors import (
     AlreadyBound,
     BindingNotFound,
     ConcurrentUpdate,
     ExchangeMismatch,
     ExchangeUnreachable,
     IdempotencyKeyReused,
+    InvalidCursor,
     KeyUnusable,
     RequestInProgress,
-    StorageFailure,
+    StorageUnavailable,
 )
-from keyhealth.model import Report
-from keyhealth.tenancy import UnknownPrincipal, tenant_from_principal
-
-SERVICE = "keyhealth"
-logger = Logger(service=SERVICE, log_uncaught_exceptions=False)
+from keyhealth.domain.model import Report
+from keyhealth.domain.tenancy import UnknownPrincipal, tenant_from_principal
+from keyhealth.observability import entry_point, logger, record_check
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -72,18 +68,6 @@ def tenant_of(app: APIGatewayRestResolver) -> str:
     tenant = tenant_from_principal(identity.user_arn)
     logger.append_keys(tenant=tenant)
     return tenant
-
-
-def record_check(exchange: str, status: str) -> None:
-    """EMF metric: one key check, by exchange and outcome."""
-    with single_metric(
-        name="KeyChecks",
-        unit=MetricUnit.Count,
-        value=1,
-        namespace=SERVICE,
-        default_dimensions={"exchange": exchange, "outcome": status},
-    ):
-        pass
 
 
 class BodyTooLarge(ValueError):
@@ -192,8 +176,8 @@ def new_resolver() -> APIGatewayRestResolver:
             503, error.code, str(error), report=error.result.report, headers={"Retry-After": str(retry)}
         )
 
-    @app.exception_handler(StorageFailure)
-    def _storage(error: StorageFailure) -> Response:
+    @app.exception_handler(StorageUnavailable)
+    def _storage(error: StorageUnavailable) -> Response:
         logger.warning("storage failure", extra={"step": error.step, "cause": str(error.__cause__ or "")})
         return error_response(503, error.code, str(error), headers={"Retry-After": "1"})
 
@@ -201,6 +185,9 @@ def new_resolver() -> APIGatewayRestResolver:
     def _unexpected(error: Exception) -> Response:
         # The type only: an unexpected exception's text is not known to be free of secrets.
         logger.error("unexpected error", extra={"error_type": type(error).__name__})
+        import traceback
+
+        traceback.print_exc()
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
     return app
@@ -240,11 +227,7 @@ def lambda_handler_for(
 ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda entry point of an API function: its resolver behind the logging context."""
 
-    @logger.inject_lambda_context(
-        correlation_id_path=correlation_paths.API_GATEWAY_REST,
-        log_event=False,  # a bind event carries the secret
-        clear_state=True,  # keys appended for one request must not label the next one
-    )
+    @entry_point(correlation_id_path=correlation_paths.API_GATEWAY_REST)
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if before is not None:
             before(context)

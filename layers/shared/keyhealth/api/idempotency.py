@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from keyhealth.api.requests import InvalidRequest
-from keyhealth.errors import IdempotencyKeyReused, RequestInProgress, StorageFailure
+from keyhealth.domain.errors import IdempotencyKeyReused, RequestInProgress, StorageUnavailable
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -107,7 +107,7 @@ def once(
     except IdempotencyValidationError:
         raise IdempotencyKeyReused(f"this {HEADER} was used with a different body") from None
     except IdempotencyPersistenceLayerError as error:
-        raise StorageFailure("idempotency") from error
+        raise StorageUnavailable("idempotency") from error
     headers = {k: v for k, v in answer["headers"].items() if k.lower() != "content-type"}
     return Response(
         status_code=answer["status"],

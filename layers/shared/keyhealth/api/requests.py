@@ -12,9 +12,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
-from keyhealth.credentials import Credentials, KeyType, Secret
-from keyhealth.model import Exchange, Scope
-from keyhealth.usecases import BindCommand, RotateCommand
+from keyhealth.bindings.model import BindCommand, RotateCommand
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.model import Scope
+from keyhealth.exchanges import registry
+from keyhealth.exchanges.registry import Exchange
 
 MAX_BODY_BYTES = 16 * 1024
 USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
@@ -31,20 +33,9 @@ class InvalidRequest(ValueError):
         self.field = field
 
 
-# Shapes of real keys. A value outside them is a paste error we can name before asking the
-# exchange (and spending its rate limit). PEM private keys are the secret of Ed25519/RSA keys.
-_HMAC_SECRET = re.compile(r"^[A-Za-z0-9]{16,256}$")
-_API_KEY = {
-    Exchange.BINANCE: re.compile(r"^[A-Za-z0-9]{64}$"),
-    Exchange.BITGET: re.compile(r"^bg_[0-9a-f]{32}$"),
-    Exchange.BINGX: re.compile(r"^[A-Za-z0-9]{32,128}$"),
-}
-_KEY_TYPES = {
-    Exchange.BINANCE: {KeyType.HMAC, KeyType.ED25519, KeyType.RSA},
-    Exchange.BITGET: {KeyType.HMAC, KeyType.RSA},
-    Exchange.BINGX: {KeyType.HMAC},
-}
-_PASSPHRASE = re.compile(r"^\S{1,64}$")
+# The shapes of real keys come from each exchange's spec (KeyRules): a value outside them is a
+# paste error we can name before asking the exchange (and spending its rate limit). PEM
+# private keys are the secret of Ed25519/RSA keys.
 _PEM = re.compile(r"^-----BEGIN PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PRIVATE KEY-----$")
 
 
@@ -68,10 +59,10 @@ class BindRequest(CredentialsIn):
     def to_command(self) -> BindCommand:
         if len(set(self.scopes)) != len(self.scopes):
             raise InvalidRequest("invalid_request", "scopes must not repeat a scope", "scopes")
-        credentials, trimmed = credentials_for(self.exchange, self)
+        credentials, trimmed = credentials_for(self.exchange.value, self)
         return BindCommand(
             user_id=self.user_id,
-            exchange=self.exchange,
+            exchange=self.exchange.value,
             credentials=credentials,
             scopes=tuple(sorted(set(self.scopes))),
             label=self.label,
@@ -80,7 +71,7 @@ class BindRequest(CredentialsIn):
 
 
 class RotateRequest(CredentialsIn):
-    def to_command(self, exchange: Exchange) -> RotateCommand:
+    def to_command(self, exchange: str) -> RotateCommand:
         credentials, trimmed = credentials_for(exchange, self)
         return RotateCommand(credentials=credentials, trimmed_fields=trimmed)
 
@@ -98,38 +89,38 @@ def _trim(name: str, value: str, trimmed: list[str], *, multiline: bool = False)
     return stripped
 
 
-def credentials_for(exchange: Exchange, request: CredentialsIn) -> tuple[Credentials, tuple[str, ...]]:
+def credentials_for(exchange: str, request: CredentialsIn) -> tuple[Credentials, tuple[str, ...]]:
     """Validated, trimmed credentials for `exchange`, and the names of trimmed fields."""
+    spec = registry.spec(exchange)
+    rules, display_name = spec.keys, spec.display_name
     trimmed: list[str] = []
-    if request.key_type not in _KEY_TYPES[exchange]:
+    if request.key_type not in rules.key_types:
         raise InvalidRequest(
-            "key_type_not_supported", f"{exchange.display_name} keys cannot be {request.key_type.value}", "key_type"
+            "key_type_not_supported", f"{display_name} keys cannot be {request.key_type.value}", "key_type"
         )
     api_key = _trim("api_key", request.api_key, trimmed)
-    if not _API_KEY[exchange].match(api_key):
+    if not rules.api_key.match(api_key):
         raise InvalidRequest(
-            "invalid_api_key_format", f"api_key does not have the shape of a {exchange.display_name} API key", "api_key"
+            "invalid_api_key_format", f"api_key does not have the shape of a {display_name} API key", "api_key"
         )
     pem = request.key_type is not KeyType.HMAC
     secret = _trim("api_secret", request.api_secret.get_secret_value(), trimmed, multiline=pem)
     if pem:
         _check_private_key(secret, request.key_type)
-    elif not _HMAC_SECRET.match(secret):
+    elif not rules.hmac_secret.match(secret):
         raise InvalidRequest(
             "invalid_secret_format", "api_secret does not have the shape of an API secret", "api_secret"
         )
 
     passphrase = None
-    if exchange is Exchange.BITGET:
+    if rules.passphrase is not None:
         if request.passphrase is None:
-            raise InvalidRequest("passphrase_required", "Bitget keys need their passphrase", "passphrase")
+            raise InvalidRequest("passphrase_required", f"{display_name} keys need their passphrase", "passphrase")
         passphrase = _trim("passphrase", request.passphrase.get_secret_value(), trimmed)
-        if not _PASSPHRASE.match(passphrase):
+        if not rules.passphrase.match(passphrase):
             raise InvalidRequest("invalid_passphrase_format", "passphrase is 1 to 64 visible characters", "passphrase")
     elif request.passphrase is not None:
-        raise InvalidRequest(
-            "passphrase_not_allowed", f"{exchange.display_name} keys have no passphrase; omit it", "passphrase"
-        )
+        raise InvalidRequest("passphrase_not_allowed", f"{display_name} keys have no passphrase; omit it", "passphrase")
     credentials = Credentials(
         api_key=api_key,
         api_secret=Secret(secret),

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from keyhealth import alerts
-from keyhealth.alerts import Alert
-from keyhealth.binding import Binding
-from keyhealth.model import Exchange, Report, Severity, Status, format_time
+from keyhealth.bindings.model import Binding
+from keyhealth.domain.exchange import ExchangeName
+from keyhealth.domain.model import Report, Severity, Status, format_time
+from keyhealth.notify import model as alerts
+from keyhealth.notify.model import Alert
 
 EXPIRY_REMINDER_DAYS = (14, 7, 1)
 UNREACHABLE_AFTER = 3  # audits in a row the exchange could not be asked before ops hear of it
@@ -27,7 +28,7 @@ class AuditTask:
     """One SQS message: one binding to check in one run."""
 
     run_id: str
-    exchange: Exchange
+    exchange: ExchangeName
     tenant: str
     binding_id: str
 
@@ -35,7 +36,7 @@ class AuditTask:
         return json.dumps(
             {
                 "run_id": self.run_id,
-                "exchange": self.exchange.value,
+                "exchange": self.exchange,
                 "tenant": self.tenant,
                 "binding_id": self.binding_id,
             }
@@ -44,7 +45,7 @@ class AuditTask:
     @classmethod
     def from_json(cls, text: str) -> AuditTask:
         data = json.loads(text)
-        return cls(data["run_id"], Exchange(data["exchange"]), data["tenant"], data["binding_id"])
+        return cls(data["run_id"], str(data["exchange"]), data["tenant"], data["binding_id"])
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class HeldAlert:
     """An alert kept until the run ends, so that correlated ones can fold into an incident."""
 
     binding_id: str
-    exchange: Exchange
+    exchange: ExchangeName
     code: str  # the finding code that explains it (for incident folding)
     kind: str  # binding_status_changed | binding_unreachable | trading_permission_expiring
     alert: Alert
@@ -61,7 +62,7 @@ class HeldAlert:
     def to_dict(self) -> dict[str, Any]:
         return {
             "binding_id": self.binding_id,
-            "exchange": self.exchange.value,
+            "exchange": self.exchange,
             "code": self.code,
             "kind": self.kind,
             "newly_failing": self.newly_failing,
@@ -78,7 +79,7 @@ class HeldAlert:
         a = data["alert"]
         return cls(
             binding_id=data["binding_id"],
-            exchange=Exchange(data["exchange"]),
+            exchange=str(data["exchange"]),
             code=data["code"],
             kind=data["kind"],
             newly_failing=bool(data.get("newly_failing")),
@@ -104,7 +105,7 @@ class Assessment:
     counters: Counter[str] = field(default_factory=Counter)
 
 
-def assess(before: Binding, report: Report, now: datetime) -> Assessment:
+def assess(before: Binding, report: Report, now: datetime, *, exchange_name: str) -> Assessment:
     """Record `report` on `before`: the binding to store, the alerts it deserves, the counters.
 
     A transient result never changes the stored status (contract, "Finding codes"); the third
@@ -112,7 +113,7 @@ def assess(before: Binding, report: Report, now: datetime) -> Assessment:
     of at 14, 7 and 1 days, once each.
     """
     after = before.recorded(report, now=now)
-    exchange = before.exchange.value
+    exchange = before.exchange
     code = main_code(report)
     result = Assessment(binding=after)
     result.counters[f"checked.{exchange}"] += 1
@@ -129,15 +130,21 @@ def assess(before: Binding, report: Report, now: datetime) -> Assessment:
                 exchange=after.exchange,
                 code=code,
                 kind="binding_status_changed",
-                alert=alerts.status_changed(after, before.status, report),
+                alert=alerts.status_changed(after, before.status, report, exchange_name=exchange_name),
                 newly_failing=newly_failing,
             )
         )
     if after.unknown_streak == UNREACHABLE_AFTER:
         result.held.append(
-            HeldAlert(after.binding_id, after.exchange, code, "binding_unreachable", alerts.unreachable(after, report))
+            HeldAlert(
+                after.binding_id,
+                after.exchange,
+                code,
+                "binding_unreachable",
+                alerts.unreachable(after, report, exchange_name=exchange_name),
+            )
         )
-    reminder, extra = _expiry_reminder(after, report, now)
+    reminder, extra = _expiry_reminder(after, report, now, exchange_name)
     if extra is not None:
         result.binding = replace(after, extra={**after.extra, "expiry_reminders": extra})
     if reminder is not None:
@@ -149,7 +156,9 @@ def assess(before: Binding, report: Report, now: datetime) -> Assessment:
     return result
 
 
-def _expiry_reminder(binding: Binding, report: Report, now: datetime) -> tuple[Alert | None, dict | None]:
+def _expiry_reminder(
+    binding: Binding, report: Report, now: datetime, exchange_name: str
+) -> tuple[Alert | None, dict | None]:
     if report.trading_expires_at is None:
         return None, None
     # Whole seconds on both sides: `now` is stored to the second, and sub-second noise must not
@@ -165,7 +174,7 @@ def _expiry_reminder(binding: Binding, report: Report, now: datetime) -> tuple[A
         return None, None
     sent.update(due)  # crossing 14 and 7 at once (e.g. a new binding) reminds once, not twice
     state = {"expires_at": format_time(expires), "sent": sorted(sent, reverse=True)}
-    return alerts.trading_expiring(binding, expires, math.ceil(days_left)), state
+    return alerts.trading_expiring(binding, expires, math.ceil(days_left), exchange_name=exchange_name), state
 
 
 # ------------------------------------------------------------------------------ incidents
@@ -185,7 +194,7 @@ LIKELY_CAUSES = {
 @dataclass(frozen=True)
 class Incident:
     run_id: str
-    exchange: Exchange
+    exchange: ExchangeName
     code: str
     count: int
     total: int
@@ -199,7 +208,7 @@ class Incident:
         return {
             "type": "incident",
             "run_id": self.run_id,
-            "exchange": self.exchange.value,
+            "exchange": self.exchange,
             "code": self.code,
             "count": self.count,
             "total": self.total,
@@ -209,18 +218,23 @@ class Incident:
         }
 
 
+def checked_exchanges(counters: dict[str, int]) -> list[ExchangeName]:
+    """The exchanges a run checked, by name: the run's counters say, no registry needed."""
+    return sorted({key.split(".", 2)[1] for key in counters if key.startswith("checked.")})
+
+
 def detect_incidents(run_id: str, counters: dict[str, int], now: datetime) -> list[Incident]:
     """One incident per (exchange, code) that hit a large share of the exchange's checks in a run:
     bindings newly failing with that code, or checks that could not reach the exchange."""
     found = []
-    for exchange in Exchange:
-        total = counters.get(f"checked.{exchange.value}", 0)
+    for exchange in checked_exchanges(counters):
+        total = counters.get(f"checked.{exchange}", 0)
         if not total:
             continue
         per_code: Counter[str] = Counter()
         for key, value in counters.items():
             kind, _, rest = key.partition(".")
-            if kind in ("newly_failing", "transient") and rest.startswith(f"{exchange.value}."):
+            if kind in ("newly_failing", "transient") and rest.startswith(f"{exchange}."):
                 per_code[rest.split(".", 1)[1]] += value
         for code, count in sorted(per_code.items()):
             if count >= INCIDENT_MIN_COUNT and count / total >= INCIDENT_MIN_SHARE:
@@ -244,14 +258,14 @@ def summarise(
     finished_at: datetime,
 ) -> dict[str, Any]:
     by_exchange: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("total", *map(str, Status)), 0))
-    for exchange in Exchange:
-        checked = counters.get(f"checked.{exchange.value}", 0)
+    for exchange in checked_exchanges(counters):
+        checked = counters.get(f"checked.{exchange}", 0)
         if not checked:
             continue
-        row = by_exchange[exchange.value]
+        row = by_exchange[exchange]
         row["total"] = checked
         for status in Status:
-            row[status.value] = counters.get(f"status.{exchange.value}.{status.value}", 0)
+            row[status.value] = counters.get(f"status.{exchange}.{status.value}", 0)
     totals = dict.fromkeys(("total", *map(str, Status)), 0)
     for row in by_exchange.values():
         for key, value in row.items():
@@ -262,7 +276,7 @@ def summarise(
             "binding_id": h.binding_id,
             "tenant": h.alert.body.get("tenant"),
             "user_id": h.alert.body.get("user_id"),
-            "exchange": h.exchange.value,
+            "exchange": h.exchange,
             "codes": [f["code"] for f in h.alert.body.get("findings", []) if f["severity"] == "error"],
         }
         for h in held

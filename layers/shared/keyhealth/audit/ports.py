@@ -9,15 +9,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from keyhealth.audit.model import AuditTask, HeldAlert
-from keyhealth.model import Exchange
+from keyhealth.domain.exchange import ExchangeName
 
 
 class RateBudget(Protocol):
-    def acquire(self, exchange: Exchange, cost: Mapping[str, int], *, deadline: float) -> bool:
+    def acquire(self, exchange: ExchangeName, cost: Mapping[str, int], *, deadline: float) -> bool:
         """Reserve `cost` (weight per pool) before a check; wait for the next window if the
         current one is spent, but not past `deadline`. False when not granted in time."""
 
-    def settle(self, exchange: Exchange, extra: Mapping[str, int]) -> None:
+    def settle(self, exchange: ExchangeName, extra: Mapping[str, int]) -> None:
         """Charge what a check spent beyond its reservation (a resync, a UTA fallback)."""
 
 
@@ -32,11 +32,11 @@ class CircuitState:
 
 
 class Circuit(Protocol):
-    def state(self, exchange: Exchange) -> CircuitState: ...
+    def state(self, exchange: ExchangeName) -> CircuitState: ...
 
-    def trip(self, exchange: Exchange, seconds: float, code: str) -> CircuitState: ...
+    def trip(self, exchange: ExchangeName, seconds: float, code: str) -> CircuitState: ...
 
-    def close(self, exchange: Exchange) -> None: ...
+    def close(self, exchange: ExchangeName) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,5 +80,5 @@ class TaskQueue(Protocol):
 class BindingSource(Protocol):
     shards: int
 
-    def iter_exchange(self, exchange: Exchange, shard: int) -> Iterator[tuple[str, str]]:
+    def iter_exchange(self, exchange: ExchangeName, shard: int) -> Iterator[tuple[str, str]]:
         """(tenant, binding_id) of every binding of `exchange` in `shard`, page by page."""

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from keyhealth import alerts
 from keyhealth.audit.model import (
     NEWLY_FAILING_LISTED,
     Assessment,
@@ -22,12 +21,14 @@ from keyhealth.audit.model import (
     summarise,
 )
 from keyhealth.audit.ports import BindingSource, Circuit, RateBudget, RunState, RunStore, TaskQueue
-from keyhealth.errors import ConcurrentUpdate, StorageError
-from keyhealth.exchanges.base import CheckResult
-from keyhealth.findings import make_finding
-from keyhealth.model import Exchange, FindingCode, Report
-from keyhealth.ports import Services
-from keyhealth.ratelimits import RatePlan
+from keyhealth.bindings.model import Binding
+from keyhealth.bindings.ports import Services
+from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
+from keyhealth.domain.exchange import CheckResult, ExchangeName
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.model import FindingCode, Report
+from keyhealth.domain.ratelimits import RatePlan
+from keyhealth.notify import model as alerts
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class AuditDeps:
     budget: RateBudget
     circuit: Circuit
     runs: RunStore
-    plans: dict[Exchange, RatePlan]
+    plans: dict[ExchangeName, RatePlan]  # one per exchange the audit checks
     clock: Callable[[], float] = time.time
     max_wait_seconds: float = 20.0  # how long one invocation may wait for budget
     requeue_limit_seconds: float = 900.0  # a throttle longer than this is waited out by later runs
@@ -54,6 +55,7 @@ def dispatch_audit(
     runs: RunStore,
     now: Callable[[], datetime],
     *,
+    exchanges: Iterable[ExchangeName],
     parallelism: int = 8,
 ) -> RunState:
     """Enqueue one task per binding, reading every (exchange, shard) partition in parallel.
@@ -62,7 +64,7 @@ def dispatch_audit(
     """
     runs.start(run_id, now())
 
-    def send_partition(exchange: Exchange, shard: int) -> int:
+    def send_partition(exchange: ExchangeName, shard: int) -> int:
         sent, chunk = 0, []
         for tenant, binding_id in source.iter_exchange(exchange, shard):
             chunk.append(AuditTask(run_id, exchange, tenant, binding_id))
@@ -74,7 +76,7 @@ def dispatch_audit(
             sent += len(chunk)
         return sent
 
-    partitions = [(exchange, shard) for shard in range(source.shards) for exchange in Exchange]
+    partitions = [(exchange, shard) for shard in range(source.shards) for exchange in exchanges]
     with ThreadPoolExecutor(max_workers=parallelism) as pool:
         total = sum(pool.map(lambda p: send_partition(*p), partitions))
     state = runs.dispatched(run_id, total)
@@ -110,7 +112,7 @@ def audit_batch(messages: Iterable[tuple[str, AuditTask]], deps: AuditDeps, *, c
             return message_id, task, audit_one(task, deps), None
         except _Retry as retry:
             return message_id, task, None, retry.delay
-        except StorageError as error:
+        except StorageAdapterError as error:
             logger.warning("audit task will be retried", extra={"binding_id": task.binding_id, "cause": str(error)})
             return message_id, task, None, 5.0
 
@@ -155,7 +157,7 @@ def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
     if not deps.budget.acquire(binding.exchange, cost, deadline=now + deps.max_wait_seconds):
         raise _Retry(1.0, "no rate budget in time")
     credentials = services.secrets.read(binding.secret_id)
-    result = services.adapters[binding.exchange].check(credentials, binding.scopes, thorough=False)
+    result = services.checkers[binding.exchange].check(credentials, binding.scopes, thorough=False)
     extra = {pool: w - cost.get(pool, 0) for pool, w in plan.cost(result.requests).items() if w > cost.get(pool, 0)}
     if extra:
         deps.budget.settle(binding.exchange, extra)
@@ -178,16 +180,16 @@ def _update_circuit(deps: AuditDeps, plan: RatePlan, state, result: CheckResult)
         deps.circuit.trip(plan.exchange, seconds, throttle)
         logger.warning(
             "exchange circuit opened",
-            extra={"exchange": plan.exchange.value, "seconds": seconds, "code": throttle},
+            extra={"exchange": plan.exchange, "seconds": seconds, "code": throttle},
         )
     elif state.strikes:
         deps.circuit.close(plan.exchange)
 
 
-def _unasked_report(exchange: Exchange, code: str | None, services: Services) -> Report:
+def _unasked_report(exchange: ExchangeName, code: str | None, services: Services) -> Report:
     finding = make_finding(
         FindingCode(code or FindingCode.EGRESS_BLOCKED.value),
-        exchange,
+        services.checkers[exchange].spec.ui,
         egress_ips=services.egress_ips,
         detail="Not asked in this audit: the exchange refused the platform's requests moments before.",
     )
@@ -198,18 +200,19 @@ def _unasked_report(exchange: Exchange, code: str | None, services: Services) ->
     )
 
 
-def _record(deps: AuditDeps, binding, report: Report) -> Assessment:
+def _record(deps: AuditDeps, binding: Binding, report: Report) -> Assessment:
     """Store the check's outcome with optimistic locking; a concurrent write is re-read once."""
     services = deps.services
     for attempt in (1, 2):
-        assessment = assess(binding, report, services.now())
+        exchange_name = services.checkers[binding.exchange].spec.display_name
+        assessment = assess(binding, report, services.now(), exchange_name=exchange_name)
         try:
             services.bindings.save(assessment.binding, previous=binding)
             return assessment
         except ConcurrentUpdate:
             fresh = services.bindings.get(binding.tenant, binding.binding_id)
             if fresh is None or attempt == 2:
-                raise StorageError("dynamodb:save", "concurrent update") from None
+                raise StorageAdapterError("dynamodb:save", "concurrent update") from None
             binding = fresh
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -229,11 +232,13 @@ def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunStat
             newly_failing.append(held)
         for alert in release([held], incidents):
             services.alerts.publish(alert.alert)
+    names = {name: checker.spec.display_name for name, checker in services.checkers.items()}
     for item in incidents:
-        services.alerts.publish(alerts.incident(item.to_dict()))
+        services.alerts.publish(alerts.incident({**item.to_dict(), "exchange_name": names.get(item.exchange)}))
     newly_failing_count = sum(v for k, v in counters.items() if k.startswith("newly_failing."))
     summary = summarise(run_id, counters, newly_failing, incidents, state.started_at, finished_at)
     summary["newly_failing_count"] = newly_failing_count
+    summary["exchange_names"] = {name: names[name] for name in summary["by_exchange"] if name in names}
     services.alerts.publish(alerts.audit_summary(summary))
     runs.finish(run_id, summary, finished_at)
     logger.info("audit finished", extra={"run_id": run_id, "checked": summary["counts"]["total"]})

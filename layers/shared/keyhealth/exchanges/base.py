@@ -1,72 +1,35 @@
-"""What every exchange adapter shares: one HTTP client, the transient-failure rules, the
-clock correction and the report draft. Exchange specifics (signing, endpoints, error
-tables, how an answer becomes permissions) live in one module per exchange.
+"""What every exchange adapter shares: the transient-failure rules, the clock correction and
+the report draft. Exchange specifics (signing, endpoints, error tables, how an answer
+becomes permissions, the spec) live in one module per exchange.
 
-Nothing here imports AWS. An adapter answers `check(credentials, scopes)` with a
-`CheckResult`; it never raises for anything an exchange or the network can do.
+Nothing here imports AWS or an HTTP library: requests and answers are plain values
+(keyhealth.domain.http) carried by the transport the composition root injects. An adapter
+answers `check(credentials, scopes)` with a `CheckResult`; it never raises for anything an
+exchange or the network can do.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-import httpx
-
-from keyhealth.credentials import Credentials
-from keyhealth.findings import make_finding
-from keyhealth.model import Exchange, Finding, FindingCode, Permissions, Report, Scope
-
-# httpx/httpcore log request lines and headers at DEBUG (our api key header among them).
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
-DEFAULT_CONNECT_TIMEOUT = 3.0
-DEFAULT_READ_TIMEOUT = 5.0
-
-
-def new_http_client(
-    *,
-    source_address: str | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    read_timeout: float = DEFAULT_READ_TIMEOUT,
-    max_connections: int = 64,
-) -> httpx.Client:
-    """The one client an adapter set shares (building one costs ~23 ms: do it once).
-
-    `source_address` pins the local address outbound calls leave from: in the local stack
-    a loopback alias such as 127.0.0.2 stands in for the NAT gateway's Elastic IP.
-    """
-    transport = httpx.HTTPTransport(
-        local_address=source_address,
-        retries=0,  # retrying is a decision per exchange (clock, rate budget), not the transport's
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
-    return httpx.Client(
-        transport=transport,
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-        headers={"User-Agent": "keyhealth/1.0"},
-        follow_redirects=False,
-    )
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    report: Report
-    account_id: str | None = None  # the exchange's account id (Binance uid, Bitget userId), when asked for
-    retry_after: float | None = None  # seconds the exchange asked us to wait, when it did
-    requests: tuple[str, ...] = ()  # the paths this check called, for the rate budget to settle
-
-    @property
-    def transient(self) -> bool:
-        return self.report.status.value == "unknown"
+from keyhealth.domain.credentials import Credentials
+from keyhealth.domain.exchange import CheckResult, ExchangeSpec, ExchangeUi
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpTransport,
+    TransportFailure,
+    TransportTimeout,
+    retry_after_seconds,
+)
+from keyhealth.domain.model import Finding, FindingCode, Permissions, Report, Scope
 
 
 class ExchangeError(Exception):
@@ -98,27 +61,11 @@ class CheckAborted(Exception):
         self.retry_after = retry_after
 
 
-def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
-    """`Retry-After` in seconds, from either of its two forms (delta-seconds or HTTP date)."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - now)
-
-
 @dataclass
 class ReportDraft:
     """Mutable while an adapter inspects a key; `finish()` freezes it into a `Report`."""
 
-    exchange: Exchange
+    ui: ExchangeUi
     egress_ips: tuple[str, ...]
     checked_at: datetime
     permissions: Permissions = field(default_factory=Permissions)
@@ -133,7 +80,7 @@ class ReportDraft:
 
     def add(self, code: FindingCode, **context: Any) -> None:
         context.setdefault("egress_ips", self.egress_ips)
-        self.findings.append(make_finding(code, self.exchange, **context))
+        self.findings.append(make_finding(code, self.ui, **context))
 
     def add_error(self, error: ExchangeError, **context: Any) -> None:
         self.add(
@@ -184,7 +131,8 @@ class ReportDraft:
 class ExchangeAdapter(ABC):
     """Checks keys on one exchange. Thread-safe: one instance serves concurrent checks."""
 
-    exchange: Exchange
+    #: the plugin's declaration (its module's SPEC): name, UI words, rate plan
+    spec: ClassVar[ExchangeSpec]
     #: the (HTTP status) answers every exchange means the same way by; module tables refine the rest
     TRANSIENT_HTTP: ClassVar[dict[int, FindingCode]] = {
         418: FindingCode.EGRESS_BLOCKED,  # an IP ban: the operator's problem, not the key's
@@ -195,13 +143,13 @@ class ExchangeAdapter(ABC):
     def __init__(
         self,
         *,
-        client: httpx.Client,
+        transport: HttpTransport,
         base_url: str,
         egress_ips: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         recv_window_ms: int = 5000,
     ) -> None:
-        self._client = client
+        self._transport = transport
         self.base_url = base_url.rstrip("/")
         self.egress_ips = tuple(egress_ips)
         self._clock = clock
@@ -228,7 +176,7 @@ class ExchangeAdapter(ABC):
         confirmations that cost extra weight (the audit's light check).
         """
         draft = ReportDraft(
-            exchange=self.exchange,
+            ui=self.spec.ui,
             egress_ips=self.egress_ips,
             checked_at=datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0),
             thorough=thorough,
@@ -260,7 +208,7 @@ class ExchangeAdapter(ABC):
         """Fill `draft`; raise `CheckAborted` to stop with one finding."""
 
     @abstractmethod
-    def _raise_for_error(self, response: httpx.Response) -> Any:
+    def _raise_for_error(self, response: HttpResponse) -> Any:
         """Return the decoded payload of a successful answer, or raise `ExchangeError`."""
 
     @abstractmethod
@@ -271,21 +219,21 @@ class ExchangeAdapter(ABC):
         """Our clock corrected by the offset last measured against the exchange."""
         return int(self._clock() * 1000) + self._offset_ms
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
+    def _send(self, request: HttpRequest) -> HttpResponse:
         """Send one request; network failures and the universal HTTP statuses become findings."""
         sent = getattr(self._local, "sent", None)
         if sent is not None:
-            sent.append(request.url.path)
+            sent.append(request.path)
         try:
-            response = self._client.send(request)
-        except httpx.TimeoutException:
+            response = self._transport.send(request)
+        except TransportTimeout:
             raise self._abort(FindingCode.TIMEOUT) from None
-        except httpx.TransportError:
+        except TransportFailure:
             raise self._abort(FindingCode.EXCHANGE_UNAVAILABLE, detail="The connection failed.") from None
         status = response.status_code
         if status in self.TRANSIENT_HTTP or status >= 500:
             code = self.TRANSIENT_HTTP.get(status, FindingCode.EXCHANGE_UNAVAILABLE)
-            retry_after = retry_after_seconds(response, self._clock())
+            retry_after = retry_after_seconds(response.header("Retry-After"), self._clock())
             if retry_after:
                 self._cool_down(retry_after, code)
             exchange_code, exchange_message = self._peek_error(response)
@@ -302,7 +250,7 @@ class ExchangeAdapter(ABC):
             )
         return response
 
-    def _peek_error(self, response: httpx.Response) -> tuple[str | int | None, str | None]:
+    def _peek_error(self, response: HttpResponse) -> tuple[str | int | None, str | None]:
         """(code, message) from an error body if it is JSON with them; never raises."""
         try:
             body = response.json()
@@ -313,7 +261,7 @@ class ExchangeAdapter(ABC):
         message = body.get("msg")
         return body.get("code"), message if isinstance(message, str) else None
 
-    def _call(self, build: Callable[[int], httpx.Request]) -> Any:
+    def _call(self, build: Callable[[int], HttpRequest]) -> Any:
         """Send a signed request built by `build(timestamp_ms)` and return its payload.
 
         On a timestamp error, measure the exchange's clock and retry once; a second
@@ -343,7 +291,7 @@ class ExchangeAdapter(ABC):
 
     def _abort(self, code: FindingCode, *, retry_after: float | None = None, **context: Any) -> CheckAborted:
         context.setdefault("egress_ips", self.egress_ips)
-        return CheckAborted(make_finding(code, self.exchange, retry_after=retry_after, **context), retry_after)
+        return CheckAborted(make_finding(code, self.spec.ui, retry_after=retry_after, **context), retry_after)
 
     def _abort_with(self, error: ExchangeError, **context: Any) -> CheckAborted:
         if error.retry_after:

@@ -1,4 +1,4 @@
-"""Binance: how keyhealth checks a key (facts: /work/shared/exchanges.md section 1 and 5.1).
+"""Binance: how keyhealth checks a key (facts: docs/exchanges.md section 1 and 5.1).
 
 One signed `GET /sapi/v1/account/apiRestrictions` (weight 1 per IP) says what the key may
 do. Futures are confirmed on `GET {futures}/fapi/v1/accountConfig` (weight 5) because a key
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -23,24 +24,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from keyhealth.credentials import Credentials, KeyType
+from keyhealth.domain.credentials import Credentials, KeyType
+from keyhealth.domain.exchange import BaseUrl, CheckerContext, ExchangeSpec, ExchangeUi, KeyRules
+from keyhealth.domain.http import HttpRequest, HttpResponse, HttpTransport, retry_after_seconds
+from keyhealth.domain.model import FindingCode, Permissions, Scope
+from keyhealth.domain.ratelimits import Pool, RatePlan
 from keyhealth.exchanges.base import (
     CheckAborted,
     ExchangeAdapter,
     ExchangeError,
     ReportDraft,
-    retry_after_seconds,
 )
-from keyhealth.model import Exchange, FindingCode, Permissions, Scope
-from keyhealth.ratelimits import Pool, RatePlan
 
+NAME = "binance"
 PRODUCTION_BASE_URL = "https://api.binance.com"
 PRODUCTION_FUTURES_BASE_URL = "https://fapi.binance.com"
 
@@ -81,9 +83,9 @@ def _binance_weights(path: str) -> list[tuple[str, int]]:
     return [("api", 1)]  # /api/v3/time and anything else on the spot API
 
 
-#: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits).
+#: The uniform view of the limits above for the audit's shared budget (keyhealth.domain.ratelimits).
 RATE_PLAN = RatePlan(
-    exchange=Exchange.BINANCE,
+    exchange=NAME,
     pools=tuple(Pool(name, limit, window) for name, (limit, window) in IP_LIMITS.items()),
     weights=_binance_weights,
     audit_check_paths=(API_RESTRICTIONS_PATH,),
@@ -241,12 +243,10 @@ def parse_trading_expiry(restrictions: dict[str, Any]) -> datetime | None:
 
 # --------------------------------------------------------------------------- adapter
 class BinanceAdapter(ExchangeAdapter):
-    exchange = Exchange.BINANCE
-
     def __init__(
         self,
         *,
-        client: httpx.Client,
+        transport: HttpTransport,
         base_url: str = PRODUCTION_BASE_URL,
         egress_ips: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
@@ -254,7 +254,7 @@ class BinanceAdapter(ExchangeAdapter):
         futures_base_url: str | None = None,
     ) -> None:
         super().__init__(
-            client=client,
+            transport=transport,
             base_url=base_url,
             egress_ips=egress_ips,
             clock=clock,
@@ -368,10 +368,10 @@ class BinanceAdapter(ExchangeAdapter):
         path: str,
         params: Sequence[tuple[str, str]] = (),
     ) -> Any:
-        def build(timestamp_ms: int) -> httpx.Request:
+        def build(timestamp_ms: int) -> HttpRequest:
             query = urlencode([*params, ("timestamp", str(timestamp_ms)), ("recvWindow", str(self.recv_window_ms))])
             # The signature covers the query exactly as sent and must come last (rest-api.md).
-            return self._client.build_request(
+            return HttpRequest(
                 "GET",
                 f"{base_url}{path}?{query}&signature={signer(query)}",
                 headers={"X-MBX-APIKEY": credentials.api_key},
@@ -379,17 +379,17 @@ class BinanceAdapter(ExchangeAdapter):
 
         return self._call(build)
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
+    def _send(self, request: HttpRequest) -> HttpResponse:
         response = super()._send(request)
-        self._note_used_weight(request.url.path, response)
+        self._note_used_weight(request.path, response)
         return response
 
-    def _note_used_weight(self, path: str, response: httpx.Response) -> None:
+    def _note_used_weight(self, path: str, response: HttpResponse) -> None:
         if path.startswith("/sapi/"):
             pool, header = f"sapi:{path}", "X-SAPI-USED-IP-WEIGHT-1M"
         else:
             pool, header = ("fapi" if path.startswith("/fapi/") else "api"), "X-MBX-USED-WEIGHT-1M"
-        value = response.headers.get(header)
+        value = response.header(header)
         if value is not None and value.isdigit():
             self.used_weight[pool] = int(value)
 
@@ -403,7 +403,7 @@ class BinanceAdapter(ExchangeAdapter):
             detail = "Binance's firewall refused the request (HTTP 403)."
         return self._abort_with(error, detail=detail)
 
-    def _raise_for_error(self, response: httpx.Response) -> Any:
+    def _raise_for_error(self, response: HttpResponse) -> Any:
         status = response.status_code
         try:
             body = response.json()
@@ -425,11 +425,11 @@ class BinanceAdapter(ExchangeAdapter):
             exchange_code=code if is_error_code else None,
             exchange_message=message if isinstance(message, str) else None,
             http_status=status,
-            retry_after=retry_after_seconds(response, self._clock()),
+            retry_after=retry_after_seconds(response.header("Retry-After"), self._clock()),
         )
 
     def _server_time_ms(self) -> int:
-        response = self._send(self._client.build_request("GET", f"{self.base_url}{SERVER_TIME_PATH}"))
+        response = self._send(HttpRequest("GET", f"{self.base_url}{SERVER_TIME_PATH}"))
         try:
             payload = self._raise_for_error(response)
             return int(payload["serverTime"])
@@ -439,3 +439,41 @@ class BinanceAdapter(ExchangeAdapter):
             raise self._abort(
                 FindingCode.EXCHANGE_UNAVAILABLE, detail="Binance's time endpoint answered unexpectedly."
             ) from None
+
+
+# --------------------------------------------------------------------------- the spec
+def _build(context: CheckerContext) -> BinanceAdapter:
+    return BinanceAdapter(
+        transport=context.transport,
+        base_url=context.urls["BINANCE_BASE_URL"],
+        futures_base_url=context.urls["BINANCE_FUTURES_BASE_URL"],
+        egress_ips=context.egress_ips,
+        clock=context.clock,
+    )
+
+
+#: Everything the rest of keyhealth knows about Binance (keyhealth.exchanges.registry lists it).
+SPEC = ExchangeSpec(
+    name=NAME,
+    ui=ExchangeUi(
+        name="Binance",
+        api_page="Account, API Management",
+        whitelist="Edit restrictions, 'Restrict access to trusted IPs only'",
+        spot="Enable Spot & Margin Trading",
+        futures="Enable Futures",
+        withdraw="Enable Withdrawals",
+        read="Enable Reading",
+    ),
+    # API keys are 64 letters and digits; HMAC, Ed25519 and RSA keys exist (exchanges.md 1.2).
+    keys=KeyRules(
+        api_key=re.compile(r"^[A-Za-z0-9]{64}$"),
+        key_types=frozenset({KeyType.HMAC, KeyType.ED25519, KeyType.RSA}),
+    ),
+    base_urls=(
+        BaseUrl("BINANCE_BASE_URL", PRODUCTION_BASE_URL),
+        BaseUrl("BINANCE_FUTURES_BASE_URL", PRODUCTION_FUTURES_BASE_URL),
+    ),
+    rate_plan=RATE_PLAN,
+    build_checker=_build,
+)
+BinanceAdapter.spec = SPEC

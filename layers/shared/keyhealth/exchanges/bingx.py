@@ -1,6 +1,6 @@
 """BingX: how a key is checked, signed and judged.
 
-Read top to bottom next to /work/shared/exchanges.md section 3 (facts) and section 5 item 3
+Read top to bottom next to docs/exchanges.md section 3 (facts) and section 5 item 3
 (the recipe). One signed call answers almost everything:
 `GET /openApi/v1/account/apiPermissions` -> permission codes and the IP binding list.
 `GET /openApi/account/v1/uid` is called only when the account id is asked for.
@@ -16,20 +16,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from keyhealth.credentials import Credentials
+from keyhealth.domain.credentials import Credentials, KeyType
+from keyhealth.domain.exchange import BaseUrl, CheckerContext, ExchangeSpec, ExchangeUi, KeyRules
+from keyhealth.domain.http import HttpRequest, HttpResponse
+from keyhealth.domain.model import FindingCode, Permissions, Scope, Severity
+from keyhealth.domain.ratelimits import Pool, RatePlan
 from keyhealth.exchanges.base import (
     CheckAborted,
     ExchangeAdapter,
     ExchangeError,
     ReportDraft,
 )
-from keyhealth.model import Exchange, FindingCode, Permissions, Scope, Severity
-from keyhealth.ratelimits import Pool, RatePlan
 
 logger = logging.getLogger(__name__)
 
+NAME = "bingx"
+PRODUCTION_BASE_URL = "https://open-api.bingx.com"
 API_PERMISSIONS_PATH = "/openApi/v1/account/apiPermissions"
 UID_PATH = "/openApi/account/v1/uid"
 SERVER_TIME_PATH = "/openApi/swap/v2/server/time"
@@ -74,10 +76,10 @@ def _bingx_weights(path: str) -> list[tuple[str, int]]:
     return weights
 
 
-#: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits):
+#: The uniform view of the limits above for the audit's shared budget (keyhealth.domain.ratelimits):
 #: each request counts in the account group's total and in its own interface's counter.
 RATE_PLAN = RatePlan(
-    exchange=Exchange.BINGX,
+    exchange=NAME,
     pools=(
         Pool("account_group_requests", *IP_LIMITS["account_group_requests"]),
         Pool(f"interface:{API_PERMISSIONS_PATH}", *IP_LIMITS["interface_requests"]),
@@ -222,8 +224,6 @@ def unwrap(body: Any) -> Any:
 
 # --------------------------------------------------------------------------- the adapter
 class BingXAdapter(ExchangeAdapter):
-    exchange = Exchange.BINGX
-
     def _inspect(
         self,
         credentials: Credentials,
@@ -258,10 +258,10 @@ class BingXAdapter(ExchangeAdapter):
             draft.account_id = str(uid)
 
     def _signed_get(self, credentials: Credentials, path: str) -> Any:
-        def build(timestamp_ms: int) -> httpx.Request:
+        def build(timestamp_ms: int) -> HttpRequest:
             params = {"recvWindow": self.recv_window_ms, "timestamp": timestamp_ms}
             query = signed_query(params, credentials.api_secret.reveal())
-            return httpx.Request("GET", f"{self.base_url}{path}?{query}", headers={"X-BX-APIKEY": credentials.api_key})
+            return HttpRequest("GET", f"{self.base_url}{path}?{query}", headers={"X-BX-APIKEY": credentials.api_key})
 
         try:
             return unwrap(self._call(build))
@@ -288,7 +288,7 @@ class BingXAdapter(ExchangeAdapter):
             logger.warning("BingX answered an unmapped error code %s", error.exchange_code)
         return self._abort_with(error, **context)
 
-    def _raise_for_error(self, response: httpx.Response) -> Any:
+    def _raise_for_error(self, response: HttpResponse) -> Any:
         try:
             body = response.json()
         except ValueError:
@@ -299,7 +299,7 @@ class BingXAdapter(ExchangeAdapter):
         return body
 
     def _server_time_ms(self) -> int:
-        response = self._send(httpx.Request("GET", f"{self.base_url}{SERVER_TIME_PATH}"))
+        response = self._send(HttpRequest("GET", f"{self.base_url}{SERVER_TIME_PATH}"))
         try:
             data = unwrap(self._raise_for_error(response))
             return int(data["serverTime"])
@@ -310,7 +310,7 @@ class BingXAdapter(ExchangeAdapter):
                 FindingCode.EXCHANGE_UNAVAILABLE, detail="Its server time answer had an unexpected shape."
             ) from None
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
+    def _send(self, request: HttpRequest) -> HttpResponse:
         try:
             return super()._send(request)
         except CheckAborted as stop:
@@ -325,3 +325,34 @@ class BingXAdapter(ExchangeAdapter):
 
 def _header_safe(value: str) -> bool:
     return bool(value) and value.isascii() and value.isprintable() and value.strip() == value
+
+
+# --------------------------------------------------------------------------- the spec
+def _build(context: CheckerContext) -> BingXAdapter:
+    return BingXAdapter(
+        transport=context.transport,
+        base_url=context.urls["BINGX_BASE_URL"],
+        egress_ips=context.egress_ips,
+        clock=context.clock,
+    )
+
+
+#: Everything the rest of keyhealth knows about BingX (keyhealth.exchanges.registry lists it).
+SPEC = ExchangeSpec(
+    name=NAME,
+    ui=ExchangeUi(
+        name="BingX",
+        api_page="Account, API Management",
+        whitelist="Edit, IP address restriction",
+        spot="Spot Trading",
+        futures="Perpetual Futures Trading",
+        withdraw="Withdraw",
+        read="Read",
+    ),
+    # Alphanumeric API keys, HMAC only (exchanges.md 3.2).
+    keys=KeyRules(api_key=re.compile(r"^[A-Za-z0-9]{32,128}$"), key_types=frozenset({KeyType.HMAC})),
+    base_urls=(BaseUrl("BINGX_BASE_URL", PRODUCTION_BASE_URL),),
+    rate_plan=RATE_PLAN,
+    build_checker=_build,
+)
+BingXAdapter.spec = SPEC

@@ -18,19 +18,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-import httpx
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from keyhealth.credentials import Credentials, KeyType
+from keyhealth.domain.credentials import Credentials, KeyType
+from keyhealth.domain.exchange import BaseUrl, CheckerContext, ExchangeSpec, ExchangeUi, KeyRules
+from keyhealth.domain.http import HttpRequest, HttpResponse
+from keyhealth.domain.model import FindingCode, Permissions, Scope
+from keyhealth.domain.ratelimits import Pool, RatePlan
 from keyhealth.exchanges.base import CheckAborted, ExchangeAdapter, ExchangeError, ReportDraft
-from keyhealth.model import Exchange, FindingCode, Permissions, Scope
-from keyhealth.ratelimits import Pool, RatePlan
 
+NAME = "bitget"
+PRODUCTION_BASE_URL = "https://api.bitget.com"
 ACCOUNT_INFO_CLASSIC = "/api/v2/spot/account/info"
 ACCOUNT_INFO_UNIFIED = "/api/v3/account/info"
 SERVER_TIME = "/api/v2/public/time"
@@ -61,10 +65,10 @@ CHECK_COST: Mapping[str, Mapping[str, int]] = {
     "unified": {"ip_requests": 2, ACCOUNT_INFO_CLASSIC: 1, ACCOUNT_INFO_UNIFIED: 1},
 }
 
-#: The uniform view of the limits above for the audit's shared budget (keyhealth.ratelimits):
+#: The uniform view of the limits above for the audit's shared budget (keyhealth.domain.ratelimits):
 #: every request counts once against the 6000/min per-IP limit.
 RATE_PLAN = RatePlan(
-    exchange=Exchange.BITGET,
+    exchange=NAME,
     pools=(Pool("ip_requests", IP_LIMITS["requests_per_minute"], 60.0),),
     weights=lambda path: [("ip_requests", 1)],
     audit_check_paths=(ACCOUNT_INFO_CLASSIC,),
@@ -233,8 +237,6 @@ class _UnifiedAccountMode(Exception):
 
 
 class BitgetAdapter(ExchangeAdapter):
-    exchange = Exchange.BITGET
-
     def __init__(self, *, locale: str = "en-US", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.locale = locale  # error messages in English whatever the account's language
@@ -302,7 +304,7 @@ class BitgetAdapter(ExchangeAdapter):
         draft.ip_whitelist = ips
 
     # ------------------------------------------------------------ HTTP
-    def _signed_get(self, path: str, credentials: Credentials, sign: Signer, timestamp_ms: int) -> httpx.Request:
+    def _signed_get(self, path: str, credentials: Credentials, sign: Signer, timestamp_ms: int) -> HttpRequest:
         timestamp = str(timestamp_ms)
         passphrase = credentials.passphrase.reveal() if credentials.passphrase is not None else ""
         headers = {
@@ -313,9 +315,9 @@ class BitgetAdapter(ExchangeAdapter):
             "Content-Type": "application/json",
             "locale": self.locale,
         }
-        return self._client.build_request("GET", self.base_url + path, headers=headers)
+        return HttpRequest("GET", self.base_url + path, headers=headers)
 
-    def _raise_for_error(self, response: httpx.Response) -> Any:
+    def _raise_for_error(self, response: HttpResponse) -> Any:
         try:
             body = response.json()
         except ValueError:
@@ -340,7 +342,7 @@ class BitgetAdapter(ExchangeAdapter):
         )
 
     def _server_time_ms(self) -> int:
-        response = self._send(self._client.build_request("GET", self.base_url + SERVER_TIME))
+        response = self._send(HttpRequest("GET", self.base_url + SERVER_TIME))
         data = self._raise_for_error(response)
         server_time = data.get("serverTime") if isinstance(data, dict) else None
         try:
@@ -365,3 +367,39 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     return str(value)
+
+
+# --------------------------------------------------------------------------- the spec
+def _build(context: CheckerContext) -> BitgetAdapter:
+    return BitgetAdapter(
+        transport=context.transport,
+        base_url=context.urls["BITGET_BASE_URL"],
+        egress_ips=context.egress_ips,
+        clock=context.clock,
+    )
+
+
+#: Everything the rest of keyhealth knows about Bitget (keyhealth.exchanges.registry lists it).
+SPEC = ExchangeSpec(
+    name=NAME,
+    ui=ExchangeUi(
+        name="Bitget",
+        api_page="API Management",
+        whitelist="Edit, IP whitelist",
+        spot="Spot: Trade (read-write)",
+        futures="Futures: Orders (read-write)",
+        withdraw="Withdraw",
+        read="Read-only",
+    ),
+    # Keys are `bg_` and 32 hex digits; HMAC and RSA keys; every key has a passphrase the user
+    # chose (exchanges.md 2.2): 1 to 64 visible characters.
+    keys=KeyRules(
+        api_key=re.compile(r"^bg_[0-9a-f]{32}$"),
+        key_types=frozenset({KeyType.HMAC, KeyType.RSA}),
+        passphrase=re.compile(r"^\S{1,64}$"),
+    ),
+    base_urls=(BaseUrl("BITGET_BASE_URL", PRODUCTION_BASE_URL),),
+    rate_plan=RATE_PLAN,
+    build_checker=_build,
+)
+BitgetAdapter.spec = SPEC

@@ -1,38 +1,70 @@
-"""Builds one adapter per exchange from the settings, sharing one HTTP client."""
+"""The exchanges keyhealth knows: one spec per exchange module, and nothing else to edit.
+
+Adding an exchange means one module here that exports `SPEC` (and its simulator and tests):
+request validation, finding texts, configuration, the audit's rate plans and the checkers
+all loop over `SPECS`; tests/unit/keyhealth/exchanges/test_registry.py proves each spec is
+wired everywhere. Modules are found by looking in this package, so this file never changes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
 
-import httpx
+from keyhealth.domain.exchange import CheckerContext, ExchangeChecker, ExchangeName, ExchangeSpec
+from keyhealth.domain.http import HttpTransport
+from keyhealth.domain.ratelimits import RatePlan
 
-from keyhealth.config import Settings
-from keyhealth.exchanges.base import ExchangeAdapter, new_http_client
-from keyhealth.exchanges.binance import BinanceAdapter
-from keyhealth.exchanges.bingx import BingXAdapter
-from keyhealth.exchanges.bitget import BitgetAdapter
-from keyhealth.model import Exchange
-
-Adapters = dict[Exchange, ExchangeAdapter]
+_NOT_EXCHANGES = frozenset({"base", "registry"})
 
 
-def http_client_for(settings: Settings) -> httpx.Client:
-    return new_http_client(
-        source_address=settings.egress_source_address,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-    )
+def _discover() -> tuple[ExchangeSpec, ...]:
+    package = importlib.import_module(__package__ or "keyhealth.exchanges")
+    specs = []
+    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if module.name in _NOT_EXCHANGES or module.name.startswith("_"):
+            continue
+        spec = getattr(importlib.import_module(f"{__package__}.{module.name}"), "SPEC", None)
+        if not isinstance(spec, ExchangeSpec):
+            raise TypeError(f"keyhealth.exchanges.{module.name} exports no SPEC")
+        if spec.name != module.name:
+            raise TypeError(f"keyhealth.exchanges.{module.name} declares the name {spec.name!r}")
+        specs.append(spec)
+    return tuple(specs)
 
 
-def build_adapters(settings: Settings, client: httpx.Client, *, clock: Callable[[], float] | None = None) -> Adapters:
-    extra = {"clock": clock} if clock else {}
-    common = {"client": client, "egress_ips": settings.egress_ips, **extra}
-    return {
-        Exchange.BINANCE: BinanceAdapter(
-            base_url=settings.binance_base_url,
-            futures_base_url=settings.binance_futures_base_url,
-            **common,
-        ),
-        Exchange.BITGET: BitgetAdapter(base_url=settings.bitget_base_url, **common),
-        Exchange.BINGX: BingXAdapter(base_url=settings.bingx_base_url, **common),
-    }
+#: Every exchange, in a stable order (by name).
+SPECS: tuple[ExchangeSpec, ...] = _discover()
+_BY_NAME: dict[ExchangeName, ExchangeSpec] = {spec.name: spec for spec in SPECS}
+NAMES: tuple[ExchangeName, ...] = tuple(_BY_NAME)
+#: What a check costs on each exchange, for the audit's shared budget.
+RATE_PLANS: dict[ExchangeName, RatePlan] = {spec.name: spec.rate_plan for spec in SPECS}
+
+#: The exchange names as an enum, for the edges that validate input and document it (the API's
+#: request models, the OpenAPI document): `Exchange.BINANCE == "binance"`. The domain takes names.
+Exchange = StrEnum("Exchange", {name.upper(): name for name in NAMES})  # type: ignore[misc]
+
+
+class UnknownExchange(ValueError):
+    """A name no exchange module declares."""
+
+
+def spec(name: str) -> ExchangeSpec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise UnknownExchange(f"unknown exchange {name!r}") from None
+
+
+def build_checkers(
+    *,
+    transport: HttpTransport,
+    urls: Mapping[str, str],
+    egress_ips: Sequence[str],
+    clock: Callable[[], float],
+) -> dict[ExchangeName, ExchangeChecker]:
+    """One checker per exchange, sharing one transport (one HTTP client per process)."""
+    context = CheckerContext(transport=transport, urls=urls, egress_ips=tuple(egress_ips), clock=clock)
+    return {s.name: s.build_checker(context) for s in SPECS}

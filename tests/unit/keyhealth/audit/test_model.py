@@ -8,24 +8,32 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from keyhealth.audit import model as audit_model
 from keyhealth.audit.model import (
     NEWLY_FAILING_LISTED,
     UNREACHABLE_AFTER,
     AuditTask,
     HeldAlert,
     Incident,
-    assess,
     detect_incidents,
     main_code,
     release,
     summarise,
 )
-from keyhealth.binding import Binding
-from keyhealth.credentials import KeyType
-from keyhealth.findings import make_finding
-from keyhealth.model import Exchange, FindingCode, Report, Scope, Status
+from keyhealth.bindings.model import Binding
+from keyhealth.domain.credentials import KeyType
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.model import FindingCode, Report, Scope, Status
+from keyhealth.exchanges.registry import Exchange, spec
 
 C = FindingCode
+
+
+def assess(before: Binding, report: Report, now: datetime) -> audit_model.Assessment:
+    """The audit's assessment, with the exchange's display name as the use case passes it."""
+    return audit_model.assess(before, report, now, exchange_name=spec(before.exchange).display_name)
+
+
 NOW = datetime(2026, 11, 21, 2, 0, 0, tzinfo=UTC)
 EXPIRES = datetime(2026, 12, 31, 12, 0, 0, tzinfo=UTC)
 
@@ -65,7 +73,9 @@ def report(
         checked_at=at,
         egress_ip="203.0.113.10",
         trading_expires_at=expires,
-        findings=tuple(make_finding(code, exchange, egress_ips=["203.0.113.10"], expires_at=expires) for code in codes),
+        findings=tuple(
+            make_finding(code, spec(exchange).ui, egress_ips=["203.0.113.10"], expires_at=expires) for code in codes
+        ),
     )
 
 
@@ -278,7 +288,7 @@ def test_reminder_state_survives_an_unrelated_extra_field():
 
 # ---------------------------------------------------------------------------- incidents
 def incidents(counters: dict[str, int]) -> list[tuple[str, str, int, int]]:
-    return [(i.exchange.value, i.code, i.count, i.total) for i in detect_incidents("run-1", counters, NOW)]
+    return [(i.exchange, i.code, i.count, i.total) for i in detect_incidents("run-1", counters, NOW)]
 
 
 def test_two_of_two_is_too_few_for_an_incident():

@@ -13,16 +13,17 @@ import pytest
 
 from keyhealth.audit.model import AuditTask, HeldAlert
 from keyhealth.audit.ports import CircuitState, RunState
-from keyhealth.audit.runtime import PLANS
 from keyhealth.audit.usecases import AuditDeps, audit_batch, audit_one
-from keyhealth.binding import Binding
-from keyhealth.credentials import Credentials, KeyType, Secret
-from keyhealth.errors import ConcurrentUpdate, StorageError
+from keyhealth.bindings.model import Binding
+from keyhealth.bindings.ports import Services
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.model import FindingCode, Report, Scope, Status
 from keyhealth.exchanges import binance
 from keyhealth.exchanges.base import CheckResult
-from keyhealth.findings import make_finding
-from keyhealth.model import Exchange, FindingCode, Report, Scope, Status
-from keyhealth.ports import Services
+from keyhealth.exchanges.registry import RATE_PLANS as PLANS
+from keyhealth.exchanges.registry import Exchange, spec
 
 C = FindingCode
 TENANT = "123456789012:role/platform"
@@ -143,7 +144,7 @@ class FakeBindings:
 
     def save(self, binding: Binding, *, previous: Binding) -> Binding:
         if self.fail_saves:
-            raise StorageError("dynamodb:PutItem(save)", "ProvisionedThroughputExceededException")
+            raise StorageAdapterError("dynamodb:PutItem(save)", "ProvisionedThroughputExceededException")
         stored = self.items[(binding.tenant, binding.binding_id)]
         if self.conflicts_left:
             self.conflicts_left -= 1
@@ -182,6 +183,7 @@ class FakeAdapter:
 
     def __init__(self, exchange: Exchange, *results: CheckResult) -> None:
         self.exchange = exchange
+        self.spec = spec(exchange)
         self.results = list(results)
         self.calls: list[dict[str, Any]] = []
 
@@ -245,7 +247,7 @@ def result(
     report = Report(
         checked_at=datetime.fromtimestamp(START, UTC),
         egress_ip=EGRESS[0],
-        findings=tuple(make_finding(code, exchange, egress_ips=EGRESS) for code in codes),
+        findings=tuple(make_finding(code, spec(exchange).ui, egress_ips=EGRESS) for code in codes),
     )
     return CheckResult(report=report, retry_after=retry_after, requests=requests)
 
@@ -262,7 +264,7 @@ def world() -> World:
     }
     adapters = {e: FakeAdapter(e, result(e, requests=healthy_requests[e])) for e in Exchange}
     services = Services(
-        adapters=adapters,  # type: ignore[arg-type]
+        checkers=adapters,  # type: ignore[arg-type]
         bindings=bindings,  # type: ignore[arg-type]
         secrets=secrets,  # type: ignore[arg-type]
         alerts=alerts,

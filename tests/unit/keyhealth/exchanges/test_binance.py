@@ -1,6 +1,6 @@
 """Binance adapter: signer vectors, the error table row by row, and how answers become reports.
 
-Facts and vectors: /work/shared/exchanges.md section 1. Transport: httpx.MockTransport.
+Facts and vectors: docs/exchanges.md section 1. Transport: httpx.MockTransport.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.model import FindingCode, Permissions, Scope, Status
 from keyhealth.exchanges.binance import (
     CHECK_COST,
     ERROR_TABLE,
@@ -32,7 +34,6 @@ from keyhealth.exchanges.binance import (
     parse_permissions,
     sign,
 )
-from keyhealth.model import FindingCode, Permissions, Scope, Status
 
 NOW = 1_800_000_000.0  # 2027-01-15
 NOW_MS = int(NOW * 1000)
@@ -214,7 +215,7 @@ def error(status: int, code: int, msg: str, **headers: str) -> httpx.Response:
 def adapter_for(fake: FakeBinance, *, clock: Callable[[], float] = lambda: NOW, **kwargs: Any) -> BinanceAdapter:
     client = httpx.Client(transport=httpx.MockTransport(fake))
     kwargs.setdefault("base_url", "https://api.test")
-    return BinanceAdapter(client=client, egress_ips=[EGRESS], clock=clock, **kwargs)
+    return BinanceAdapter(transport=HttpxTransport(client), egress_ips=[EGRESS], clock=clock, **kwargs)
 
 
 def check(fake: FakeBinance, scopes: tuple[Scope, ...] = (Scope.SPOT,), **kwargs: Any) -> Any:
@@ -540,7 +541,7 @@ def test_timeout_and_connection_failure_are_transient() -> None:
 
     for handler, code in ((timeout, "timeout"), (refused, "exchange_unavailable")):
         client = httpx.Client(transport=httpx.MockTransport(handler))
-        report = BinanceAdapter(client=client, base_url="https://api.test", clock=lambda: NOW).check(
+        report = BinanceAdapter(transport=HttpxTransport(client), base_url="https://api.test", clock=lambda: NOW).check(
             hmac_credentials(), [Scope.SPOT]
         )
         assert report.report.codes == [code]

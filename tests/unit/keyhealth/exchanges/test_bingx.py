@@ -16,7 +16,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from keyhealth.credentials import Credentials, Secret
+from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.domain.credentials import Credentials, Secret
+from keyhealth.domain.model import Permissions, Scope
 from keyhealth.exchanges.base import CheckResult
 from keyhealth.exchanges.bingx import (
     API_PERMISSIONS_PATH,
@@ -34,7 +36,6 @@ from keyhealth.exchanges.bingx import (
     sign,
     signed_query,
 )
-from keyhealth.model import Permissions, Scope
 
 EGRESS = "203.0.113.10"
 API_KEY = "Ab12" * 16
@@ -117,7 +118,10 @@ def make_adapter(
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
     adapter = BingXAdapter(
-        client=client, base_url="https://open-api.bingx.com/", egress_ips=egress, clock=clock or FakeClock()
+        transport=HttpxTransport(client),
+        base_url="https://open-api.bingx.com/",
+        egress_ips=egress,
+        clock=clock or FakeClock(),
     )
     return adapter, seen
 

@@ -18,7 +18,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from keyhealth.credentials import Credentials, KeyType, Secret
+from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.model import Permissions, Scope
 from keyhealth.exchanges.bitget import (
     ACCOUNT_INFO_CLASSIC,
     ACCOUNT_INFO_UNIFIED,
@@ -34,7 +36,6 @@ from keyhealth.exchanges.bitget import (
     signer_for,
     unified_permissions,
 )
-from keyhealth.model import Permissions, Scope
 
 BASE = "https://api.bitget.com"
 EGRESS = "203.0.113.10"
@@ -105,7 +106,7 @@ class Exchange:
 
 def adapter_for(exchange: Exchange, *, egress_ips: tuple[str, ...] = (EGRESS,), clock=lambda: NOW) -> BitgetAdapter:
     client = httpx.Client(transport=httpx.MockTransport(exchange))
-    return BitgetAdapter(client=client, base_url=BASE, egress_ips=egress_ips, clock=clock)
+    return BitgetAdapter(transport=HttpxTransport(client), base_url=BASE, egress_ips=egress_ips, clock=clock)
 
 
 def credentials(secret: str = SECRET, key_type: KeyType = KeyType.HMAC) -> Credentials:

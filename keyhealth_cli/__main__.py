@@ -1,0 +1,7 @@
+"""python -m keyhealth_cli: the same as the `keyhealth` command."""
+
+import sys
+
+from keyhealth_cli.main import main
+
+sys.exit(main())

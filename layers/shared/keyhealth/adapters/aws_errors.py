@@ -1,0 +1,31 @@
+"""Turns botocore failures into `StorageAdapterError`, without echoing AWS's message text."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from keyhealth.domain.errors import StorageAdapterError
+
+# botocore logs whole request bodies at DEBUG, CreateSecret's SecretString included: keep it
+# quiet whatever level an operator sets for the function's own logs. Every AWS adapter imports
+# this module, so this holds however its client was built (here, or by a test or the local stack).
+for _name in ("botocore", "boto3", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
+@contextmanager
+def storage_call(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as error:
+        raise StorageAdapterError(operation, error_code(error)) from None
+    except BotoCoreError as error:
+        raise StorageAdapterError(operation, type(error).__name__) from None

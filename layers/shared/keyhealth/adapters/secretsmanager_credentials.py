@@ -1,0 +1,117 @@
+"""Binding credentials in AWS Secrets Manager: one secret per binding, KMS-encrypted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from keyhealth.adapters.aws_errors import error_code, storage_call
+from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.errors import StorageAdapterError
+
+
+def _serialise(credentials: Credentials) -> str:
+    return json.dumps(
+        {
+            "api_key": credentials.api_key,
+            "api_secret": credentials.api_secret.reveal(),
+            "passphrase": credentials.passphrase.reveal() if credentials.passphrase else None,
+            "key_type": credentials.key_type.value,
+        }
+    )
+
+
+def _deserialise(text: str) -> Credentials:
+    data = json.loads(text)
+    return Credentials(
+        api_key=data["api_key"],
+        api_secret=Secret(data["api_secret"]),
+        passphrase=Secret(data["passphrase"]) if data.get("passphrase") is not None else None,
+        key_type=KeyType(data.get("key_type", "hmac")),
+    )
+
+
+class SecretsManagerCredentialStore:
+    def __init__(self, client: Any, *, kms_key_id: str | None = None) -> None:
+        self._client = client
+        self._kms_key_id = kms_key_id
+
+    def create(self, name: str, credentials: Credentials, *, tags: dict[str, str], token: str) -> str:
+        params: dict[str, Any] = {
+            "Name": name,
+            "ClientRequestToken": token,
+            "SecretString": _serialise(credentials),
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+            "Description": "keyhealth binding credentials",
+        }
+        if self._kms_key_id:
+            params["KmsKeyId"] = self._kms_key_id
+        with storage_call("secretsmanager:CreateSecret"):
+            return self._client.create_secret(**params)["ARN"]
+
+    def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials:
+        with storage_call("secretsmanager:GetSecretValue"):
+            answer = self._client.get_secret_value(SecretId=secret_id, VersionStage=stage)
+        return _deserialise(answer["SecretString"])
+
+    def stage_pending(self, secret_id: str, credentials: Credentials, *, token: str) -> str:
+        with storage_call("secretsmanager:PutSecretValue"):
+            answer = self._client.put_secret_value(
+                SecretId=secret_id,
+                ClientRequestToken=token,
+                SecretString=_serialise(credentials),
+                VersionStages=["AWSPENDING"],
+            )
+        return answer["VersionId"]
+
+    def current_version(self, secret_id: str) -> str:
+        with storage_call("secretsmanager:DescribeSecret"):
+            stages = self._client.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
+        return next(version for version, labels in stages.items() if "AWSCURRENT" in labels)
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        current = self.current_version(secret_id)
+        # One call, so that a failure leaves AWSCURRENT where it was. Moving AWSCURRENT makes
+        # Secrets Manager label the old version AWSPREVIOUS.
+        with storage_call("secretsmanager:UpdateSecretVersionStage"):
+            self._client.update_secret_version_stage(
+                SecretId=secret_id, VersionStage="AWSCURRENT", MoveToVersionId=version_id, RemoveFromVersionId=current
+            )
+
+    def demote(self, secret_id: str, version_id: str, *, restore_version_id: str) -> None:
+        with storage_call("secretsmanager:UpdateSecretVersionStage"):
+            self._client.update_secret_version_stage(
+                SecretId=secret_id,
+                VersionStage="AWSCURRENT",
+                MoveToVersionId=restore_version_id,
+                RemoveFromVersionId=version_id,
+            )
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None:
+        with storage_call("secretsmanager:UpdateSecretVersionStage"):
+            self._client.update_secret_version_stage(
+                SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=version_id
+            )
+
+    def schedule_deletion(self, secret_id: str, *, recovery_days: int) -> None:
+        try:
+            self._client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=recovery_days)
+        except ClientError as error:
+            # A retried unbind finds the secret already scheduled: that is the state we want.
+            if error_code(error) == "InvalidRequestException" and self._scheduled(secret_id):
+                return
+            raise StorageAdapterError("secretsmanager:DeleteSecret", error_code(error)) from None
+
+    def _scheduled(self, secret_id: str) -> bool:
+        with storage_call("secretsmanager:DescribeSecret"):
+            return "DeletedDate" in self._client.describe_secret(SecretId=secret_id)
+
+    def restore(self, secret_id: str) -> None:
+        with storage_call("secretsmanager:RestoreSecret"):
+            self._client.restore_secret(SecretId=secret_id)
+
+    def delete_now(self, secret_id: str) -> None:
+        with storage_call("secretsmanager:DeleteSecret"):
+            self._client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)

@@ -1,0 +1,64 @@
+"""The audit's work queues in SQS (audit.ports.TaskQueue), one per exchange."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from keyhealth.adapters.aws_errors import storage_call
+from keyhealth.audit.model import AuditTask
+from keyhealth.domain.errors import StorageAdapterError
+from keyhealth.domain.exchange import ExchangeName
+
+
+class SqsTaskQueue:
+    """One queue per exchange, so that a throttled exchange's backlog never blocks another's."""
+
+    def __init__(self, client: Any, queue_urls: Mapping[ExchangeName, str]) -> None:
+        self._client = client
+        self._urls = queue_urls
+
+    def send(self, tasks: list[AuditTask]) -> None:
+        by_exchange: dict[ExchangeName, list[AuditTask]] = {}
+        for task in tasks:
+            by_exchange.setdefault(task.exchange, []).append(task)
+        for exchange, items in by_exchange.items():
+            for start in range(0, len(items), 10):
+                entries = [
+                    {"Id": str(i), "MessageBody": task.to_json()} for i, task in enumerate(items[start : start + 10])
+                ]
+                with storage_call("sqs:SendMessageBatch"):
+                    answer = self._client.send_message_batch(QueueUrl=self._urls[exchange], Entries=entries)
+                if answer.get("Failed"):
+                    raise StorageAdapterError("sqs:SendMessageBatch", f"{len(answer['Failed'])} messages refused")
+
+
+#: SQS's own limit on a message's visibility timeout.
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+class SqsRedelivery:
+    """Puts a received audit task back for later: its visibility is set to when it may run again."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._urls: dict[str, str] = {}
+
+    def _queue_url(self, queue_arn: str) -> str:
+        """arn:aws:sqs:REGION:ACCOUNT:NAME -> the queue's URL, as the SQS client wants it."""
+        if queue_arn not in self._urls:
+            account, name = queue_arn.split(":")[4:6]
+            with storage_call("sqs:GetQueueUrl"):
+                answer = self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+            self._urls[queue_arn] = answer["QueueUrl"]
+        return self._urls[queue_arn]
+
+    def delay(self, queue_arn: str, receipt_handle: str, seconds: float) -> None:
+        """Never early: the delay is rounded up to whole seconds (at least 1, at most SQS's limit)."""
+        with storage_call("sqs:ChangeMessageVisibility"):
+            self._client.change_message_visibility(
+                QueueUrl=self._queue_url(queue_arn),
+                ReceiptHandle=receipt_handle,
+                VisibilityTimeout=min(max(math.ceil(seconds), 1), MAX_VISIBILITY_SECONDS),
+            )

@@ -1,1 +1,0 @@
-"""AWS implementations of the ports (DynamoDB, Secrets Manager, SNS). Clients are injected."""

@@ -1,0 +1,77 @@
+"""What binding management needs from the outside world: a binding repository, a credential
+store, an alert publisher and one checker per exchange. Implementations live in
+keyhealth.adapters (and keyhealth.exchanges), fakes in tests/support; keyhealth.wiring
+chooses. Nothing here imports boto3 or httpx."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from keyhealth.bindings.model import Binding, ListQuery, Page
+from keyhealth.domain.credentials import Credentials
+from keyhealth.domain.exchange import ExchangeChecker, ExchangeName
+from keyhealth.notify.ports import AlertPublisher
+
+
+class BindingRepository(Protocol):
+    def get(self, tenant: str, binding_id: str) -> Binding | None: ...
+
+    def find_by_api_key(self, tenant: str, exchange: ExchangeName, api_key_hash: str) -> str | None:
+        """The id of the tenant's binding of this api key on this exchange, if any."""
+
+    def create(self, binding: Binding) -> None:
+        """Store a new binding; `AlreadyBound` if the tenant bound this key meanwhile."""
+
+    def save(self, binding: Binding, *, previous: Binding) -> Binding:
+        """Replace `previous` with `binding` (version + 1); `ConcurrentUpdate` if it changed meanwhile."""
+
+    def delete(self, binding: Binding) -> None: ...
+
+    def list(self, tenant: str, query: ListQuery) -> Page: ...
+
+    def bindings_of_account(self, tenant: str, exchange: ExchangeName, account_id: str) -> list[str]: ...
+
+
+class CredentialStore(Protocol):
+    def create(self, name: str, credentials: Credentials, *, tags: dict[str, str], token: str) -> str:
+        """Create the secret; returns its id (ARN)."""
+
+    def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials: ...
+
+    def stage_pending(self, secret_id: str, credentials: Credentials, *, token: str) -> str:
+        """Write a new version labelled AWSPENDING; returns its version id."""
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        """Make `version_id` AWSCURRENT (the old current becomes AWSPREVIOUS)."""
+
+    def demote(self, secret_id: str, version_id: str, *, restore_version_id: str) -> None:
+        """Undo `promote`: `restore_version_id` becomes AWSCURRENT again."""
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None: ...
+
+    def current_version(self, secret_id: str) -> str: ...
+
+    def schedule_deletion(self, secret_id: str, *, recovery_days: int) -> None:
+        """Idempotent: a secret already scheduled for deletion is fine."""
+
+    def restore(self, secret_id: str) -> None: ...
+
+    def delete_now(self, secret_id: str) -> None:
+        """Remove a secret that never backed a stored binding (bind compensation)."""
+
+
+@dataclass
+class Services:
+    """Everything a binding use case may call; built by keyhealth.wiring, faked in tests."""
+
+    checkers: dict[ExchangeName, ExchangeChecker]
+    bindings: BindingRepository
+    secrets: CredentialStore
+    alerts: AlertPublisher
+    secret_prefix: str
+    egress_ips: tuple[str, ...]
+    now: Callable[[], datetime]
+    recovery_window_days: int = 7

@@ -1,0 +1,243 @@
+"""The use cases behind the API: bind, verify, rotate, unbind, read and list.
+
+Each takes its collaborators (`Services`) as a parameter and raises `KeyhealthError`s that
+the API maps to HTTP answers. Consistency rule for bind, rotate and unbind: a binding is
+either fully present (secret and metadata agree) or fully absent; any half-done step is
+undone before the error reaches the caller, so a retry is always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from keyhealth.bindings.model import (
+    BindCommand,
+    Binding,
+    ListQuery,
+    Outcome,
+    Page,
+    RotateCommand,
+    api_key_hash,
+)
+from keyhealth.bindings.ports import Services
+from keyhealth.domain.errors import (
+    AlreadyBound,
+    BindingNotFound,
+    ConcurrentUpdate,
+    ExchangeUnreachable,
+    KeyUnusable,
+    StorageAdapterError,
+    StorageUnavailable,
+)
+from keyhealth.domain.exchange import CheckResult
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.ids import new_binding_id
+from keyhealth.domain.model import FindingCode, Report, Scope, Status
+from keyhealth.notify import model as alerts
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _step(step: str) -> Iterator[None]:
+    """One storage step of a use case: an adapter failure becomes `StorageUnavailable(step)`."""
+    try:
+        yield
+    except StorageAdapterError as error:
+        raise StorageUnavailable(step) from error
+
+
+def _checked(
+    services: Services, exchange: str, command: BindCommand | RotateCommand, scopes: Collection[Scope]
+) -> CheckResult:
+    """Check credentials live; refuse them unless usable. Nothing has been stored yet."""
+    checker = services.checkers[exchange]
+    result = checker.check(command.credentials, scopes, identify_account=True)
+    report = result.report
+    if command.trimmed_fields:
+        trimmed = make_finding(FindingCode.WHITESPACE_TRIMMED, checker.spec.ui, fields=command.trimmed_fields)
+        report = report.with_findings(trimmed)
+        result = replace(result, report=report)
+    if report.status is Status.FAILING:
+        raise KeyUnusable(result)
+    if report.status is Status.UNKNOWN:
+        raise ExchangeUnreachable(result)
+    return result
+
+
+def bind_key(command: BindCommand, tenant: str, services: Services) -> Outcome:
+    key_hash = api_key_hash(command.exchange, command.credentials.api_key)
+    with _step("metadata_read"):
+        existing = services.bindings.find_by_api_key(tenant, command.exchange, key_hash)
+    if existing:
+        raise AlreadyBound(existing)
+
+    result = _checked(services, command.exchange, command, command.scopes)
+    now = services.now()
+    binding_id = new_binding_id(now.timestamp())
+    with _step("secret_create"):
+        secret_id = services.secrets.create(
+            f"{services.secret_prefix}{binding_id}",
+            command.credentials,
+            tags={"keyhealth:tenant": tenant, "keyhealth:binding_id": binding_id},
+            token=str(uuid.uuid4()),
+        )
+
+    binding = Binding(
+        binding_id=binding_id,
+        tenant=tenant,
+        user_id=command.user_id,
+        exchange=command.exchange,
+        label=command.label,
+        key_type=command.credentials.key_type,
+        api_key_masked=command.credentials.masked_api_key,
+        api_key_hash=key_hash,
+        scopes=command.scopes,
+        status=result.report.status,
+        created_at=now,
+        updated_at=now,
+        secret_id=secret_id,
+        last_checked_at=result.report.checked_at,
+        last_report=result.report,
+        account_id=result.account_id,
+    )
+    try:
+        services.bindings.create(binding)
+    except AlreadyBound:
+        _forget_secret(services, secret_id, binding_id)  # a concurrent bind of the same key won
+        raise
+    except StorageAdapterError as error:
+        _forget_secret(services, secret_id, binding_id)
+        raise StorageUnavailable("metadata_write") from error
+    return Outcome(binding, result.report, _same_account(services, binding))
+
+
+def _same_account(services: Services, binding: Binding) -> tuple[str, ...]:
+    """Best effort: the binding is stored; failing to list its siblings must not fail the bind."""
+    if not binding.account_id:
+        return ()
+    try:
+        ids = services.bindings.bindings_of_account(binding.tenant, binding.exchange, binding.account_id)
+    except StorageAdapterError:
+        logger.warning("could not list bindings of the same account", extra={"binding_id": binding.binding_id})
+        return ()
+    return tuple(i for i in ids if i != binding.binding_id)
+
+
+def _forget_secret(services: Services, secret_id: str, binding_id: str) -> None:
+    """Compensate a bind whose metadata was not stored: its secret must not outlive it."""
+    try:
+        services.secrets.delete_now(secret_id)
+    except StorageAdapterError:
+        # Both AWS calls failed: the secret is tagged with its binding id and no item points to
+        # it; the log line lets ops remove it (it holds credentials that were never used).
+        logger.error(
+            "orphan secret left after a failed bind",
+            extra={"binding_id": binding_id, "secret_id": secret_id},
+        )
+
+
+def load_binding(tenant: str, binding_id: str, services: Services) -> Binding:
+    with _step("metadata_read"):
+        binding = services.bindings.get(tenant, binding_id)
+    if binding is None:
+        raise BindingNotFound(f"no binding {binding_id}")
+    return binding
+
+
+def _record(services: Services, binding: Binding, updated: Binding, report: Report) -> Binding:
+    """Store a check's outcome; alert first, so that a failed write loses no alert (a retry
+    re-detects the change; at worst an alert is repeated, never missed)."""
+    if updated.status is not binding.status:
+        exchange_name = services.checkers[binding.exchange].spec.display_name
+        with _step("alert_publish"):
+            services.alerts.publish(alerts.status_changed(updated, binding.status, report, exchange_name=exchange_name))
+    with _step("metadata_write"):
+        return services.bindings.save(updated, previous=binding)
+
+
+def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
+    binding = load_binding(tenant, binding_id, services)
+    with _step("secret_read"):
+        credentials = services.secrets.read(binding.secret_id)
+    result = services.checkers[binding.exchange].check(credentials, binding.scopes)
+    updated = binding.recorded(result.report, now=services.now())
+    if result.account_id:
+        updated = replace(updated, account_id=result.account_id)
+    saved = _record(services, binding, updated, result.report)
+    return Outcome(saved, result.report)
+
+
+def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, services: Services) -> Outcome:
+    binding = load_binding(tenant, binding_id, services)
+    new_hash = api_key_hash(binding.exchange, command.credentials.api_key)
+    if new_hash != binding.api_key_hash:
+        with _step("metadata_read"):
+            other = services.bindings.find_by_api_key(tenant, binding.exchange, new_hash)
+        if other and other != binding.binding_id:
+            raise AlreadyBound(other)
+
+    secrets = services.secrets
+    with _step("secret_stage"):
+        pending = secrets.stage_pending(binding.secret_id, command.credentials, token=str(uuid.uuid4()))
+        staged = secrets.read(binding.secret_id, stage="AWSPENDING")  # check what was stored, not what was sent
+    try:
+        result = _checked(services, binding.exchange, replace(command, credentials=staged), binding.scopes)
+    except (KeyUnusable, ExchangeUnreachable):
+        _discard(services, binding, pending)
+        raise
+    try:
+        previous_version = secrets.current_version(binding.secret_id)
+        secrets.promote(binding.secret_id, pending)
+    except StorageAdapterError as error:
+        _discard(services, binding, pending)
+        raise StorageUnavailable("secret_promote") from error
+
+    updated = replace(
+        binding.recorded(result.report, now=services.now()),
+        key_type=command.credentials.key_type,
+        api_key_masked=command.credentials.masked_api_key,
+        api_key_hash=new_hash,
+        account_id=result.account_id or binding.account_id,
+    )
+    try:
+        saved = _record(services, binding, updated, result.report)
+    except (StorageUnavailable, ConcurrentUpdate, AlreadyBound):
+        try:
+            secrets.demote(binding.secret_id, pending, restore_version_id=previous_version)
+        except StorageAdapterError:
+            logger.error("rotation could not be undone", extra={"binding_id": binding.binding_id})
+        raise
+    _discard(services, saved, pending)  # the new current version needs no AWSPENDING label any more
+    return Outcome(saved, result.report)
+
+
+def _discard(services: Services, binding: Binding, version_id: str) -> None:
+    try:
+        services.secrets.discard_pending(binding.secret_id, version_id)
+    except StorageAdapterError:
+        # Harmless: an AWSPENDING version is never read as the current credentials.
+        logger.warning("pending secret version left labelled", extra={"binding_id": binding.binding_id})
+
+
+def unbind(tenant: str, binding_id: str, services: Services) -> None:
+    binding = load_binding(tenant, binding_id, services)
+    with _step("secret_delete"):
+        services.secrets.schedule_deletion(binding.secret_id, recovery_days=services.recovery_window_days)
+    try:
+        services.bindings.delete(binding)
+    except StorageAdapterError as error:
+        try:
+            services.secrets.restore(binding.secret_id)  # the binding stays whole; retrying is safe
+        except StorageAdapterError:
+            logger.error("unbind half done: secret scheduled, metadata kept", extra={"binding_id": binding_id})
+        raise StorageUnavailable("metadata_delete") from error
+
+
+def list_bindings(tenant: str, query: ListQuery, services: Services) -> Page:
+    with _step("metadata_read"):
+        return services.bindings.list(tenant, query)
