@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from keyhealth import wiring
 from keyhealth.config import Settings
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.model import Scope
-from keyhealth.exchanges.base import CheckResult
 from simulators import binance, bingx, bitget
 from simulators.base import DemoKey, SimulatorServer
 

@@ -14,8 +14,8 @@ import pytest
 
 from keyhealth.adapters.http_transport import HttpxTransport
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.model import Scope, Status
-from keyhealth.exchanges.base import CheckResult
 from keyhealth.exchanges.binance import BinanceAdapter
 from simulators.base import DemoKey, Fault
 from simulators.binance import BinanceSimulator, seed_demo

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyhealth.adapters.http_transport import HttpxTransport
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
+from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.model import Scope
 from keyhealth.exchanges import bitget as bitget_module
-from keyhealth.exchanges.base import CheckAborted, CheckResult, ReportDraft
+from keyhealth.exchanges.base import CheckAborted, ReportDraft
 from keyhealth.exchanges.bitget import BitgetAdapter
 from simulators.base import DemoKey, Fault
 from simulators.bitget import BitgetSimulator, seed_demo

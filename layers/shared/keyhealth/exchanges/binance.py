@@ -60,17 +60,10 @@ IP_LIMITS: dict[str, tuple[int, int]] = {
     f"sapi:{API_RESTRICTIONS_PATH}": (12000, 60),
     "fapi": (2400, 60),
 }
-#: Per-UID limits: /sapi endpoints limited by UID get 180,000 per minute each, but none of the
-#: endpoints a check calls is UID-limited (apiRestrictions is Weight(IP) 1), so a check costs 0 here.
-UID_LIMITS: dict[str, tuple[int, int]] = {"sapi_uid_endpoint": (180000, 60)}
-#: Weight per pool of every check (apiRestrictions: 1).
-CHECK_COST: dict[str, int] = {f"sapi:{API_RESTRICTIONS_PATH}": 1}
-#: Added when the futures scope is requested and the key reports futures enabled (accountConfig: 5).
-FUTURES_CHECK_COST: dict[str, int] = {"fapi": 5}
-#: Added with `identify_account=True` (/api/v3/account: 20).
-IDENTIFY_COST: dict[str, int] = {"api": 20}
-#: Added when a timestamp error makes us read the exchange clock (/api/v3/time: 1).
-RESYNC_COST: dict[str, int] = {"api": 1}
+# Per-UID limits (180,000 per minute per /sapi endpoint limited by UID) are not budgeted: none
+# of the endpoints a check calls is UID-limited (apiRestrictions is Weight(IP) 1).
+# Weights (exchanges.md 1.4): apiRestrictions 1, futures accountConfig 5 (bind and verify with the
+# futures scope), /api/v3/account 20 (bind: the account id), /api/v3/time 1 (a clock resync).
 
 
 def _binance_weights(path: str) -> list[tuple[str, int]]:
@@ -92,17 +85,6 @@ RATE_PLAN = RatePlan(
     # Binance always sends Retry-After with 429/418; this is for a bare 5xx-style throttle.
     default_backoff_seconds=5.0,
 )
-
-
-def check_cost(scopes: Sequence[Scope] | frozenset[Scope], identify_account: bool = False) -> dict[str, int]:
-    """The most a check can spend per pool on one egress IP (clock resync excluded)."""
-    cost = dict(CHECK_COST)
-    for extra in ((FUTURES_CHECK_COST,) if Scope.FUTURES in scopes else ()) + (
-        (IDENTIFY_COST,) if identify_account else ()
-    ):
-        for pool, weight in extra.items():
-            cost[pool] = cost.get(pool, 0) + weight
-    return cost
 
 
 # --------------------------------------------------------------------------- error table

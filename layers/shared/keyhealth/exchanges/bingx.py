@@ -37,29 +37,15 @@ UID_PATH = "/openApi/account/v1/uid"
 SERVER_TIME_PATH = "/openApi/swap/v2/server/time"
 
 # --------------------------------------------------------------------------- rate budget
-#: What one check spends, per pool (exchanges.md 3.4). apiPermissions and uid are account-group
-#: endpoints: each request counts once against the per-IP group total and once against the per-IP
-#: per-interface limit; the per-UID limits are per endpoint. `identify_account` adds the uid call.
-CHECK_COST: dict[str, int] = {
-    "ip_account_group_requests": 1,
-    "ip_interface_requests": 1,
-    "uid_api_permissions_requests": 1,
-}
-IDENTIFY_ACCOUNT_COST: dict[str, int] = {
-    "ip_account_group_requests": 1,
-    "ip_interface_requests": 1,
-    "uid_uid_requests": 1,
-}
+# One check spends (exchanges.md 3.4): apiPermissions and uid are account-group endpoints, each
+# request counting once against the per-IP group total and once against its interface's per-IP
+# limit; `identify_account` adds the uid call. The per-UID limits (apiPermissions 2/s, uid 10/s,
+# marked [U]) are not budgeted: a run checks each binding, hence each UID, about once.
 #: BingX's published per-IP limits for the account groups [2]/[3] (exchanges.md 3.4, [D]):
 #: a breach is restricted for 5 minutes.
 IP_LIMITS: dict[str, tuple[int, float]] = {
     "account_group_requests": (2000, 10.0),  # total per IP, per 10 s
     "interface_requests": (300, 10.0),  # per IP per interface, per 10 s
-}
-#: Per-UID limits of the endpoints we call (exchanges.md 3.1 and 3.4, marked [U]): requests per second.
-UID_LIMITS: dict[str, tuple[int, float]] = {
-    "api_permissions_requests": (2, 1.0),
-    "uid_requests": (10, 1.0),
 }
 #: "When over the limit, the system will automatically restrict the request and recover after
 #: 5 minutes" (exchanges.md 3.4). BingX documents no Retry-After header, so this is our wait.

@@ -49,22 +49,10 @@ UNIFIED_ACCOUNT_MODE_CODE = "40085"
 #: endpoints together; breaching it locks the IP for 5 minutes (since 2025-08-11).
 IP_LIMITS: Mapping[str, int] = {"requests_per_minute": 6000, "lockout_seconds": 300}
 
-#: Bitget's per-UID limits for the endpoints a check uses (exchanges.md §2.1, §2.4); each
-#: endpoint has its own counter.
-UID_LIMITS: Mapping[str, Mapping[str, int]] = {
-    ACCOUNT_INFO_CLASSIC: {"requests_per_second": 1},
-    ACCOUNT_INFO_UNIFIED: {"requests_per_second": 5},
-}
-
-#: What one check costs. A classic account: one request. A UTA account: the classic call
-#: (answered with 40085) and the v3 call; whether Bitget counts the refused classic call
-#: against the UID is not documented, so the budget assumes it does. A timestamp error adds
-#: one public time request and one retry (rare, not budgeted).
-CHECK_COST: Mapping[str, Mapping[str, int]] = {
-    "classic": {"ip_requests": 1, ACCOUNT_INFO_CLASSIC: 1},
-    "unified": {"ip_requests": 2, ACCOUNT_INFO_CLASSIC: 1, ACCOUNT_INFO_UNIFIED: 1},
-}
-
+# Per-UID limits (exchanges.md §2.1, §2.4): classic account info 1/s, v3 account info 5/s, each
+# endpoint its own counter; not budgeted (a run checks each UID about once). A classic account
+# costs one request; a UTA account two (the classic call answered 40085, then v3): whether Bitget
+# counts the refused classic call against the UID is not documented, so the audit settles both.
 #: The uniform view of the limits above for the audit's shared budget (keyhealth.domain.ratelimits):
 #: every request counts once against the 6000/min per-IP limit.
 RATE_PLAN = RatePlan(

@@ -18,10 +18,10 @@ from keyhealth.bindings.model import Binding
 from keyhealth.bindings.ports import Services
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
 from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
+from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.findings import make_finding
 from keyhealth.domain.model import FindingCode, Report, Scope, Status
 from keyhealth.exchanges import binance
-from keyhealth.exchanges.base import CheckResult
 from keyhealth.exchanges.registry import RATE_PLANS as PLANS
 from keyhealth.exchanges.registry import Exchange, spec
 

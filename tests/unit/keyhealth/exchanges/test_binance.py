@@ -22,13 +22,15 @@ from keyhealth.adapters.http_transport import HttpxTransport
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
 from keyhealth.domain.model import FindingCode, Permissions, Scope, Status
 from keyhealth.exchanges.binance import (
-    CHECK_COST,
+    ACCOUNT_PATH,
+    API_RESTRICTIONS_PATH,
     ERROR_TABLE,
+    FUTURES_ACCOUNT_CONFIG_PATH,
     HTTP_STATUS_TABLE,
     IP_LIMITS,
+    RATE_PLAN,
     BinanceAdapter,
     SigningKeyError,
-    check_cost,
     ed25519_signature,
     hmac_signature,
     parse_permissions,
@@ -577,14 +579,10 @@ def test_ed25519_key_check_sends_a_verifiable_signature() -> None:
 
 # --------------------------------------------------------------------------- rate budget constants
 def test_check_cost_per_pool() -> None:
-    assert CHECK_COST == {"sapi:/sapi/v1/account/apiRestrictions": 1}
-    assert check_cost([Scope.SPOT]) == CHECK_COST
-    assert check_cost([Scope.FUTURES], identify_account=True) == {
-        "sapi:/sapi/v1/account/apiRestrictions": 1,
-        "fapi": 5,
-        "api": 20,
-    }
-    assert set(check_cost([Scope.FUTURES], True)) <= set(IP_LIMITS)
+    assert RATE_PLAN.audit_check_cost() == {"sapi:/sapi/v1/account/apiRestrictions": 1}
+    bind_with_futures = [API_RESTRICTIONS_PATH, FUTURES_ACCOUNT_CONFIG_PATH, ACCOUNT_PATH]
+    assert RATE_PLAN.cost(bind_with_futures) == {"sapi:/sapi/v1/account/apiRestrictions": 1, "fapi": 5, "api": 20}
+    assert set(RATE_PLAN.cost(bind_with_futures)) <= set(IP_LIMITS)
     assert IP_LIMITS["api"] == (6000, 60)
     assert IP_LIMITS["fapi"] == (2400, 60)
 

@@ -18,16 +18,15 @@ import pytest
 
 from keyhealth.adapters.http_transport import HttpxTransport
 from keyhealth.domain.credentials import Credentials, Secret
+from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.model import Permissions, Scope
-from keyhealth.exchanges.base import CheckResult
 from keyhealth.exchanges.bingx import (
     API_PERMISSIONS_PATH,
-    CHECK_COST,
     ERROR_TABLE,
     IP_LIMITS,
     RATE_LIMIT_RECOVERY_SECONDS,
+    RATE_PLAN,
     SERVER_TIME_PATH,
-    UID_LIMITS,
     UID_PATH,
     BingXAdapter,
     param_string,
@@ -154,9 +153,8 @@ def test_check_sends_one_signed_apipermissions_request() -> None:
 
 
 def test_module_exposes_rate_budget_constants() -> None:
-    assert CHECK_COST["uid_api_permissions_requests"] == 1
     assert IP_LIMITS == {"account_group_requests": (2000, 10.0), "interface_requests": (300, 10.0)}
-    assert UID_LIMITS["api_permissions_requests"] == (2, 1.0)
+    assert RATE_PLAN.audit_check_cost() == {"account_group_requests": 1, f"interface:{API_PERMISSIONS_PATH}": 1}
 
 
 # ----------------------------------------------------------------------------- parsing
