@@ -39,7 +39,7 @@ def _idempotently(tenant: str, operation: str, run: Callable[[], Response]) -> R
 def _answer(status: int, outcome: Outcome) -> Response:
     logger.append_keys(binding_id=outcome.binding.binding_id)
     record_check(outcome.binding.exchange, outcome.report.status.value)
-    return json_response(status, outcome_body(outcome))
+    return json_response(status, BindingWithReport, outcome_body(outcome))
 
 
 @app.post(

@@ -30,7 +30,8 @@ app = new_resolver()
 def get_binding(binding_id: Annotated[str, Path()]):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
-    return json_response(200, load_binding(tenant, binding_id, container().services).to_public_dict())
+    binding = load_binding(tenant, binding_id, container().services)
+    return json_response(200, BindingOut, binding.to_public_dict())
 
 
 @app.get(
@@ -50,7 +51,8 @@ def get_bindings(
         user_id=user_id, exchange=exchange.value if exchange else None, status=status, limit=limit, cursor=cursor
     )
     page = list_bindings(tenant, query, container().services)
-    return json_response(200, {"items": [b.to_public_dict() for b in page.items], "next_cursor": page.next_cursor})
+    body = {"items": [b.to_public_dict() for b in page.items], "next_cursor": page.next_cursor}
+    return json_response(200, BindingList, body)
 
 
 @app.get(
@@ -60,7 +62,7 @@ def get_bindings(
 )
 def egress_ips():
     tenant_of(app)
-    return json_response(200, {"egress_ips": list(container().settings.egress_ips)})
+    return json_response(200, EgressIps, {"egress_ips": list(container().settings.egress_ips)})
 
 
 lambda_handler = lambda_handler_for(app)

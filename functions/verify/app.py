@@ -28,7 +28,7 @@ def verify(binding_id: Annotated[str, Path()]):
     outcome = verify_binding(tenant, binding_id, container().services)
     logger.append_keys(exchange=outcome.binding.exchange)
     record_check(outcome.binding.exchange, outcome.report.status.value)
-    return json_response(200, outcome_body(outcome))
+    return json_response(200, BindingWithReport, outcome_body(outcome))
 
 
 lambda_handler = lambda_handler_for(app)

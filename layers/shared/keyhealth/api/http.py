@@ -18,7 +18,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.logging import correlation_paths
+from pydantic import BaseModel
 
+from keyhealth.api import responses
 from keyhealth.api.requests import MAX_BODY_BYTES, InvalidRequest
 from keyhealth.domain.errors import (
     AlreadyBound,
@@ -37,11 +39,16 @@ from keyhealth.domain.tenancy import UnknownPrincipal, tenant_from_principal
 from keyhealth.observability import entry_point, logger, record_check
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    status: int, model: type[BaseModel], body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """Answer `body` as the response model `model` says: validated against it (models forbid
+    extra fields), so what the OpenAPI document declares is what is sent, or the test fails."""
+    answer = model.model_validate(body).model_dump(mode="json", exclude_unset=True)
     return Response(
         status_code=status,
         content_type="application/json",
-        body=json.dumps(body, separators=(",", ":")),
+        body=json.dumps(answer, separators=(",", ":")),
         headers=headers or {},
     )
 
@@ -59,7 +66,8 @@ def error_response(
     body: dict[str, Any] = {"error": error}
     if report is not None:
         body["report"] = report.to_dict()
-    return json_response(status, body, headers)
+        return json_response(status, responses.ErrorWithReport, body, headers)
+    return json_response(status, responses.ErrorOut, body, headers)
 
 
 def tenant_of(app: APIGatewayRestResolver) -> str:
@@ -121,7 +129,7 @@ def new_resolver() -> APIGatewayRestResolver:
         first = details[0] if details else {"field": "body", "problem": "invalid"}
         body = {"error": {"code": "invalid_request", "message": f"{first['field']}: {first['problem']}"}}
         body["error"]["details"] = details
-        return json_response(400, body)
+        return json_response(400, responses.ErrorOut, body)
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _not_json(error: RequestUnsupportedContentType) -> Response:
@@ -204,8 +212,6 @@ _ERROR_DESCRIPTIONS = {
 
 def documented(status: int, model: type | None, description: str, *errors: int) -> dict[int, dict[str, Any]]:
     """OpenAPI `responses` for a route: its success answer and the errors it can give."""
-    from keyhealth.api import responses
-
     answers: dict[int, dict[str, Any]] = {status: {"description": description}}
     if model is not None:
         answers[status]["content"] = {"application/json": {"model": model}}

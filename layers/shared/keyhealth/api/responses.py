@@ -1,11 +1,20 @@
-"""Response models: they document the API (the OpenAPI document is generated from them)."""
+"""Response models: every answer is validated against one (api.http.json_response) and the
+OpenAPI document is generated from them, so the document says what the API sends.
+
+`extra="forbid"`: a field the code sends but the model lacks fails the request in tests
+instead of going out undocumented.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
-class FindingOut(BaseModel):
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FindingOut(_Out):
     code: str
     severity: str
     audience: str
@@ -15,7 +24,7 @@ class FindingOut(BaseModel):
     exchange_message: str | None = None
 
 
-class PermissionsOut(BaseModel):
+class PermissionsOut(_Out):
     read: bool | None = None
     spot: bool | None = None
     futures: bool | None = None
@@ -24,7 +33,7 @@ class PermissionsOut(BaseModel):
     transfer: bool | None = None
 
 
-class ReportOut(BaseModel):
+class ReportOut(_Out):
     status: str
     checked_at: str
     egress_ip: str | None = None
@@ -35,7 +44,7 @@ class ReportOut(BaseModel):
     findings: list[FindingOut]
 
 
-class BindingOut(BaseModel):
+class BindingOut(_Out):
     binding_id: str
     user_id: str
     exchange: str
@@ -51,32 +60,38 @@ class BindingOut(BaseModel):
     last_report: ReportOut | None = None
 
 
-class BindingWithReport(BaseModel):
+class BindingWithReport(_Out):
     binding: BindingOut
     report: ReportOut
     same_account_bindings: list[str] | None = None  # other keys of the same exchange account
 
 
-class BindingList(BaseModel):
+class BindingList(_Out):
     items: list[BindingOut]
     next_cursor: str | None = None
 
 
-class ErrorDetail(BaseModel):
+class Problem(_Out):
+    field: str
+    problem: str
+
+
+class ErrorDetail(_Out):
     code: str
     message: str
     binding_id: str | None = None
     field: str | None = None
+    details: list[Problem] | None = None  # invalid_request: every field that broke a rule
 
 
-class ErrorOut(BaseModel):
+class ErrorOut(_Out):
     error: ErrorDetail
 
 
-class ErrorWithReport(BaseModel):
+class ErrorWithReport(_Out):
     error: ErrorDetail
     report: ReportOut
 
 
-class EgressIps(BaseModel):
+class EgressIps(_Out):
     egress_ips: list[str]
