@@ -20,7 +20,8 @@ from keyhealth.config import Settings
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
 from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.model import Scope
-from simulators import binance, bingx, bitget
+from keyhealth.exchanges.registry import SPECS
+from simulators import simulator_module
 from simulators.base import DemoKey, SimulatorServer
 
 DEFAULT_EGRESS = "127.0.0.2"
@@ -39,26 +40,19 @@ class DemoOutcome:
         return report.status.value == self.key.expected_status and sorted(report.codes) == expected
 
 
-# (simulator class, the variable that points keyhealth at it)
-SIMULATORS = (
-    (binance.BinanceSimulator, binance.seed_demo, "BINANCE_BASE_URL"),
-    (bitget.BitgetSimulator, bitget.seed_demo, "BITGET_BASE_URL"),
-    (bingx.BingXSimulator, bingx.seed_demo, "BINGX_BASE_URL"),
-)
-
-
 @contextmanager
 def running_simulators(egress_ip: str) -> Iterator[tuple[dict[str, str], list[DemoKey]]]:
     """Start the simulators and seed their demo keys; yields (env overrides, demo keys)."""
     with ExitStack() as stack:
         keys: list[DemoKey] = []
         urls: dict[str, str] = {}
-        for simulator_class, seed_demo, variable in SIMULATORS:
-            simulator = simulator_class()
-            keys.extend(seed_demo(simulator, egress_ip))
-            urls[variable] = stack.enter_context(SimulatorServer(simulator)).url
-        # One Binance simulator serves the spot, /sapi and /fapi paths alike.
-        urls["BINANCE_FUTURES_BASE_URL"] = urls["BINANCE_BASE_URL"]
+        for spec in SPECS:
+            module = simulator_module(spec.name)
+            simulator = module.SIMULATOR()
+            keys.extend(module.seed_demo(simulator, egress_ip))
+            url = stack.enter_context(SimulatorServer(simulator)).url
+            # One simulator serves every base URL of its exchange (Binance's spot, /sapi and /fapi).
+            urls.update({base.variable: url for base in spec.base_urls})
         yield urls, keys
 
 

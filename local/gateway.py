@@ -21,12 +21,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local.template import resources_of_type
+from simulators.base import ThreadedHttpServer
 
 PRINCIPAL_HEADER = "X-Keyhealth-Principal"
 DEFAULT_PRINCIPAL = "arn:aws:iam::000000000000:user/local"
@@ -200,28 +201,21 @@ class LocalApi:
         class Handler(_Handler):
             gateway = api
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="local-api", daemon=True
-        )
+        self._server = ThreadedHttpServer(Handler, host, port, name="local-api")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def add_local_route(self, method: str, path: str, handler: LocalHandler) -> None:
         self._local.append((method, _pattern(path), handler))
 
     def start(self) -> LocalApi:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
     def handle(
         self, method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes, source_ip: str

@@ -34,8 +34,8 @@ from typing import Any
 
 from local.gateway import DEFAULT_PRINCIPAL, PRINCIPAL_HEADER, LocalApi
 from local.sqs_event_source import deliver_batch
-from local.template import create_key, create_table, create_topic, has_resource, queue_attributes, resource
-from simulators import binance, bingx, bitget
+from local.template import create_key, create_queue, create_table, create_topic, has_resource, resource
+from simulators import simulator_module
 from simulators.base import DemoKey, SimulatorServer
 
 REGION = "us-east-1"
@@ -43,7 +43,6 @@ NAME_PREFIX = "keyhealth-local-"
 DEFAULT_EGRESS = "127.0.0.2"
 # The per-exchange audit queues, by the template's logical ids; created from the template when it
 # declares them, otherwise with these names and the defaults below (and the start screen says so).
-AUDIT_QUEUES = {"binance": "AuditQueueBinance", "bitget": "AuditQueueBitget", "bingx": "AuditQueueBingx"}
 FALLBACK_VISIBILITY_SECONDS = "60"
 DISPATCHER, WORKER = "functions.audit_dispatcher.app", "functions.audit_worker.app"
 BATCH_SIZE = 10  # Lambda's default batch size for SQS
@@ -110,14 +109,13 @@ class LocalConfig:
         return cls(
             port=port("KEYHEALTH_PORT", 3000),
             moto_port=port("KEYHEALTH_MOTO_PORT", 0),
-            simulator_ports={
-                name: port(f"KEYHEALTH_{name.upper()}_PORT", 0) for name in ("binance", "bitget", "bingx")
-            },
+            simulator_ports={name: port(f"KEYHEALTH_{name.upper()}_PORT", 0) for name in exchanges()},
             egress_source=egress,
             egress_ips=env.get("EGRESS_IPS", "").strip() or egress,
             external_urls={
                 name: env[name].strip()
-                for name in ("BINANCE_BASE_URL", "BINANCE_FUTURES_BASE_URL", "BITGET_BASE_URL", "BINGX_BASE_URL")
+                for variables in exchanges().values()
+                for name in variables
                 if env.get(name, "").strip()
             },
             log_level=env.get("KEYHEALTH_LOG_LEVEL", "").strip().upper() or "WARNING",
@@ -204,23 +202,22 @@ def provision(session: Any) -> Resources:
 
     arns: dict[str, str] = {}
 
-    def queue(logical_id: str, attributes: dict[str, str]) -> str:
-        url = sqs.create_queue(QueueName=f"{NAME_PREFIX}{logical_id}", Attributes=attributes)["QueueUrl"]
-        arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        return url
-
-    def arn_of(logical_id: str) -> str:
-        if logical_id not in arns:
-            queue(logical_id, queue_attributes(logical_id))
-        return arns[logical_id]
+    def name_of(logical_id: str) -> str:
+        return f"{NAME_PREFIX}{logical_id}"
 
     notes: list[str] = []
     queue_urls: dict[str, str] = {}
-    for exchange, logical_id in AUDIT_QUEUES.items():
+    for exchange in exchanges():
+        logical_id = audit_queue_id(exchange)
         if has_resource(logical_id) and resource(logical_id)["Type"] == "AWS::SQS::Queue":
-            queue_urls[exchange] = queue(logical_id, queue_attributes(logical_id, arn_of))
+            queue_urls[exchange] = create_queue(sqs, logical_id, name_of=name_of, queues=arns)
         else:
-            queue_urls[exchange] = queue(logical_id, {"VisibilityTimeout": FALLBACK_VISIBILITY_SECONDS})
+            attributes = {"VisibilityTimeout": FALLBACK_VISIBILITY_SECONDS}
+            url = sqs.create_queue(QueueName=name_of(logical_id), Attributes=attributes)["QueueUrl"]
+            queue_urls[exchange] = url
+            arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
             notes.append(logical_id)
     if notes:
         notes = [
@@ -237,17 +234,22 @@ def provision(session: Any) -> Resources:
         kms_key_arn=key_arn,
         topic_arn=topic_arn,
         queue_urls=queue_urls,
-        queue_arns={exchange: arns[AUDIT_QUEUES[exchange]] for exchange in AUDIT_QUEUES},
+        queue_arns={exchange: arns[audit_queue_id(exchange)] for exchange in queue_urls},
         alert_queue_url=alert_queue,
         notes=notes,
     )
 
 
-SIMULATORS = {
-    "binance": (binance.BinanceSimulator, binance.seed_demo, "BINANCE_BASE_URL"),
-    "bitget": (bitget.BitgetSimulator, bitget.seed_demo, "BITGET_BASE_URL"),
-    "bingx": (bingx.BingXSimulator, bingx.seed_demo, "BINGX_BASE_URL"),
-}
+def exchanges() -> dict[str, tuple[str, ...]]:
+    """Every exchange keyhealth knows (its registry) -> the base URL variables that point at it."""
+    from keyhealth.exchanges.registry import SPECS
+
+    return {spec.name: tuple(base.variable for base in spec.base_urls) for spec in SPECS}
+
+
+def audit_queue_id(exchange: str) -> str:
+    """The template's logical id of an exchange's audit queue (AuditQueueBinance, AuditQueueBingx)."""
+    return f"AuditQueue{exchange.title()}"
 
 
 def start_simulators(config: LocalConfig, stack: ExitStack) -> tuple[dict[str, str], dict[str, str], list[DemoKey]]:
@@ -255,12 +257,13 @@ def start_simulators(config: LocalConfig, stack: ExitStack) -> tuple[dict[str, s
     urls: dict[str, str] = {}
     simulated: dict[str, str] = {}
     keys: list[DemoKey] = []
-    for name, (simulator_class, seed_demo, variable) in SIMULATORS.items():
-        if variable in config.external_urls:
-            urls[variable] = config.external_urls[variable]
+    for name, variables in exchanges().items():
+        if variables[0] in config.external_urls:
+            urls.update({v: config.external_urls.get(v, config.external_urls[variables[0]]) for v in variables})
             continue
-        simulator = simulator_class()
-        keys.extend(seed_demo(simulator, config.egress_source))
+        module = simulator_module(name)
+        simulator = module.SIMULATOR()
+        keys.extend(module.seed_demo(simulator, config.egress_source))
         try:
             server = SimulatorServer(simulator, port=config.simulator_ports.get(name, 0))
         except OSError as error:
@@ -268,11 +271,9 @@ def start_simulators(config: LocalConfig, stack: ExitStack) -> tuple[dict[str, s
                 f"the {name} simulator cannot listen on port {config.simulator_ports.get(name)}: {error.strerror} "
                 f"(KEYHEALTH_{name.upper()}_PORT)"
             ) from None
-        simulated[name] = urls[variable] = stack.enter_context(server).url
-    # One Binance simulator serves the spot, /sapi and /fapi paths alike.
-    urls["BINANCE_FUTURES_BASE_URL"] = config.external_urls.get(
-        "BINANCE_FUTURES_BASE_URL", simulated.get("binance", "https://fapi.binance.com")
-    )
+        simulated[name] = stack.enter_context(server).url
+        # One simulator serves every base URL of its exchange (Binance's spot, /sapi and /fapi).
+        urls.update({v: config.external_urls.get(v, simulated[name]) for v in variables})
     return urls, simulated, keys
 
 
@@ -496,8 +497,8 @@ def start_screen(
     out = ["", "keyhealth local stack is running (Ctrl-C stops it)", ""]
     out.append(f"  API          {api_url}   (also {api_url}/v1; caller: {PRINCIPAL_HEADER} header)")
     out.append(f"  moto         {moto_url}   (aws --endpoint-url {moto_url} --region {REGION} ...)")
-    for name in SIMULATORS:
-        variable = SIMULATORS[name][2]
+    for name, variables in exchanges().items():
+        variable = variables[0]
         where = simulated.get(name) or f"{config.external_urls[variable]}  (from {variable}: not simulated)"
         out.append(f"  {name:<12} {where}")
     out.append(f"  egress       {config.egress_source} (EGRESS_IPS={config.egress_ips}): keys must whitelist this")

@@ -126,3 +126,21 @@ def queue_attributes(logical_id: str, arn_of: Callable[[str], str] | None = None
                 {"deadLetterTargetArn": arn_of(target_id), "maxReceiveCount": int(redrive.get("maxReceiveCount", 5))}
             )
     return attributes
+
+
+def create_queue(
+    sqs: Any, logical_id: str, *, name_of: Callable[[str], str], queues: dict[str, str] | None = None
+) -> str:
+    """A queue as the template declares it (timeouts, retention, redrive to its dead-letter queue,
+    which is created first); returns its URL. `name_of(logical_id)` names each queue made;
+    `queues` collects logical id -> ARN, so a dead-letter queue shared by several is made once."""
+    arns = {} if queues is None else queues
+
+    def arn_of(dlq_id: str) -> str:
+        if dlq_id not in arns:
+            create_queue(sqs, dlq_id, name_of=name_of, queues=arns)
+        return arns[dlq_id]
+
+    url = sqs.create_queue(QueueName=name_of(logical_id), Attributes=queue_attributes(logical_id, arn_of))["QueueUrl"]
+    arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 
@@ -191,22 +191,19 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
 
 
-class SimulatorServer:
-    """Runs a simulator as a real HTTP server on loopback; use as a context manager.
+class ThreadedHttpServer:
+    """An `http.server` handler class served on a background thread; a context manager.
 
-    It binds 127.0.0.1 by default; clients may connect from any 127.x.y.z source address
-    (httpx `local_address`), which the simulator sees as the peer IP.
+    The simulators, the local API gateway and the test receivers all run this way.
     """
 
-    def __init__(self, simulator: ExchangeSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
-        handler = type(f"{simulator.name.title()}Handler", (_Handler,), {"simulator": simulator})
-        self.simulator = simulator
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int, *, name: str) -> None:
         self._server = _Server((host, port), handler)
         self._thread = threading.Thread(
             # A short poll interval: stopping waits for it (the default 0.5 s slows every test).
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"sim-{simulator.name}",
+            name=name,
             daemon=True,
         )
 
@@ -215,7 +212,7 @@ class SimulatorServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> SimulatorServer:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -224,11 +221,24 @@ class SimulatorServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> SimulatorServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SimulatorServer(ThreadedHttpServer):
+    """Runs a simulator as a real HTTP server on loopback; use as a context manager.
+
+    It binds 127.0.0.1 by default; clients may connect from any 127.x.y.z source address
+    (httpx `local_address`), which the simulator sees as the peer IP.
+    """
+
+    def __init__(self, simulator: ExchangeSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        handler = type(f"{simulator.name.title()}Handler", (_Handler,), {"simulator": simulator})
+        super().__init__(handler, host, port, name=f"sim-{simulator.name}")
+        self.simulator = simulator
 
 
 @dataclass(frozen=True)

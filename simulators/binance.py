@@ -621,3 +621,7 @@ def seed_demo(sim: BinanceSimulator, egress_ip: str) -> list[DemoKey]:
             )
         )
     return demo
+
+
+#: The simulator class of this exchange (see simulators/__init__.py).
+SIMULATOR = BinanceSimulator

@@ -462,3 +462,7 @@ def seed_demo(sim: BingXSimulator, egress_ip: str, *, secret_prefix: str = "") -
         last_used=sim.clock() - INACTIVITY_SECONDS - 3600,
     )
     return demos
+
+
+#: The simulator class of this exchange (see simulators/__init__.py).
+SIMULATOR = BingXSimulator

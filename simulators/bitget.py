@@ -401,3 +401,7 @@ def seed_demo(sim: BitgetSimulator, egress_ip: str) -> list[DemoKey]:
     seed("no-spot-read", "failing", ("scope_not_permitted",), scopes=("futures",), authorities=("coor", "coow"))
     seed("frozen-account", "failing", ("account_restricted",), frozen=True)
     return demos
+
+
+#: The simulator class of this exchange (see simulators/__init__.py).
+SIMULATOR = BitgetSimulator
