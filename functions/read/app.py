@@ -8,8 +8,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import Field
 
 from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, tenant_of
-from keyhealth.api.requests import USER_ID_PATTERN
 from keyhealth.api.responses import BindingList, BindingOut, EgressIps
+from keyhealth.api.rules import USER_ID_PATTERN
 from keyhealth.bindings.model import ListQuery
 from keyhealth.bindings.usecases import list_bindings, load_binding
 from keyhealth.domain.model import Status

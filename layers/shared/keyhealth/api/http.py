@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from pydantic import BaseModel
 
 from keyhealth.api import responses
-from keyhealth.api.requests import MAX_BODY_BYTES, InvalidRequest
+from keyhealth.api.rules import MAX_BODY_BYTES, InvalidRequest
 from keyhealth.domain.errors import (
     AlreadyBound,
     BindingNotFound,

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from keyhealth.api.requests import InvalidRequest
+from keyhealth.api.rules import InvalidRequest
 from keyhealth.domain.errors import IdempotencyKeyReused, RequestInProgress, StorageUnavailable
 
 HEADER = "Idempotency-Key"

@@ -12,25 +12,14 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
+from keyhealth.api.rules import USER_ID_PATTERN, InvalidRequest
 from keyhealth.bindings.model import BindCommand, RotateCommand
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
 from keyhealth.domain.model import Scope
 from keyhealth.exchanges import registry
 from keyhealth.exchanges.registry import Exchange
 
-MAX_BODY_BYTES = 16 * 1024
-USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
-
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
-
-
-class InvalidRequest(ValueError):
-    """A request that breaks an input rule: 400 with a stable `code`."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.field = field
 
 
 # The shapes of real keys come from each exchange's spec (KeyRules): a value outside them is a
