@@ -417,10 +417,10 @@ class AlertSink:
 
 
 def run_state(dynamodb: Any, table: str, run_id: str) -> dict[str, Any] | None:
-    """An audit run's progress (DynamoRunStore.load) and, once finished, its summary."""
-    from keyhealth.adapters.dynamodb_runs import DynamoRunStore
+    """An audit run's progress (the run store the handlers use) and, once finished, its summary."""
+    from keyhealth import wiring
 
-    state = DynamoRunStore(dynamodb, table).load(run_id)
+    state = wiring.container().audit.runs.load(run_id)
     if state is None:
         return None
     item = dynamodb.get_item(TableName=table, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "RUN"}}).get("Item", {})

@@ -269,7 +269,6 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     from keyhealth import wiring
     from keyhealth.adapters.dynamodb_bindings import to_item
     from keyhealth.adapters.http_transport import HttpxTransport, new_http_client
-    from keyhealth.adapters.secretsmanager_credentials import SecretsManagerCredentialStore
     from keyhealth.audit.usecases import dispatch_audit
     from keyhealth.bindings.model import Binding
     from keyhealth.config import Settings
@@ -292,50 +291,6 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     create_table(dynamodb, "BindingsTable", TABLE)
     queues = {e: sqs.create_queue(QueueName=f"bench-audit-{e.value}")["QueueUrl"] for e in Exchange}
     topic = sns.create_topic(Name="bench-alerts")["TopicArn"]
-
-    # -- seed the bindings (secrets and items) straight into moto: binding through the API
-    # would check every key live, which is not what this measures.
-    started = time.monotonic()
-    now = utc_now().replace(microsecond=0)
-    secrets = SecretsManagerCredentialStore(secretsmanager)
-
-    seed_lock = threading.Lock()
-
-    def seed(exchange: str, index: int) -> dict[str, Any]:
-        key, secret = bench_key(exchange, index)
-        binding_id = new_binding_id()
-        credentials = Credentials(
-            key, Secret(secret), Secret("BenchPass1") if exchange == "bitget" else None, KeyType.HMAC
-        )
-        with seed_lock:  # moto's Secrets Manager is not safe for concurrent CreateSecret
-            arn = secrets.create(f"keyhealth/bench/{binding_id}", credentials, tags={}, token=binding_id[4:] + "0" * 6)
-        binding = Binding(
-            binding_id=binding_id,
-            tenant=TENANT,
-            user_id=f"user-{index}",
-            exchange=exchange,
-            label=None,
-            key_type=KeyType.HMAC,
-            api_key_masked=credentials.masked_api_key,
-            api_key_hash=binding_id,
-            scopes=(Scope.SPOT, Scope.FUTURES),
-            status=Status.HEALTHY,
-            created_at=now,
-            updated_at=now,
-            secret_id=arn,
-        )
-        return to_item(binding)
-
-    jobs = [(exchange, i) for exchange, n in counts.items() for i in range(n)]
-    with ThreadPoolExecutor(16) as pool:
-        items = list(pool.map(lambda job: seed(*job), jobs))
-    for start in range(0, len(items), 25):
-        dynamodb.batch_write_item(
-            RequestItems={TABLE: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
-        )
-    print(f"seeded {len(items)} bindings and secrets in {time.monotonic() - started:.0f} s", flush=True)
-    del items, jobs  # the seeding's own data must not hide or inflate the worker's memory figure
-    gc.collect()
 
     settings = Settings.from_env(
         {
@@ -387,6 +342,50 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     wiring.use(container)  # the worker handler runs on the bench's composition
     deps = container.audit
     services = deps.services
+
+    # -- seed the bindings (secrets and items) straight into moto: binding through the API
+    # would check every key live, which is not what this measures.
+    started = time.monotonic()
+    now = utc_now().replace(microsecond=0)
+    secrets = services.secrets
+
+    seed_lock = threading.Lock()
+
+    def seed(exchange: str, index: int) -> dict[str, Any]:
+        key, secret = bench_key(exchange, index)
+        binding_id = new_binding_id()
+        credentials = Credentials(
+            key, Secret(secret), Secret("BenchPass1") if exchange == "bitget" else None, KeyType.HMAC
+        )
+        with seed_lock:  # moto's Secrets Manager is not safe for concurrent CreateSecret
+            arn = secrets.create(f"keyhealth/bench/{binding_id}", credentials, tags={}, token=binding_id[4:] + "0" * 6)
+        binding = Binding(
+            binding_id=binding_id,
+            tenant=TENANT,
+            user_id=f"user-{index}",
+            exchange=exchange,
+            label=None,
+            key_type=KeyType.HMAC,
+            api_key_masked=credentials.masked_api_key,
+            api_key_hash=binding_id,
+            scopes=(Scope.SPOT, Scope.FUTURES),
+            status=Status.HEALTHY,
+            created_at=now,
+            updated_at=now,
+            secret_id=arn,
+        )
+        return to_item(binding)
+
+    jobs = [(exchange, i) for exchange, n in counts.items() for i in range(n)]
+    with ThreadPoolExecutor(16) as pool:
+        items = list(pool.map(lambda job: seed(*job), jobs))
+    for start in range(0, len(items), 25):
+        dynamodb.batch_write_item(
+            RequestItems={TABLE: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+        )
+    print(f"seeded {len(items)} bindings and secrets in {time.monotonic() - started:.0f} s", flush=True)
+    del items, jobs  # the seeding's own data must not hide or inflate the worker's memory figure
+    gc.collect()
 
     run_id = "bench-" + datetime.now(UTC).strftime("%H%M%S")
     started = time.monotonic()
