@@ -22,7 +22,7 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 def entry_point(*, correlation_id_path: str | None = None) -> Callable[[Handler], Handler]:
     """The decorator of every Lambda entry point: the invocation's logging context, never the
     event (a bind event carries the secret), and no key of one invocation left on the next."""
-    return logger.inject_lambda_context(  # type: ignore[return-value]
+    return logger.inject_lambda_context(
         correlation_id_path=correlation_id_path,
         log_event=False,
         clear_state=True,

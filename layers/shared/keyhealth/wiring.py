@@ -141,7 +141,7 @@ class Container:
 
         config = self.settings
         return Services(
-            checkers=self.checkers,  # type: ignore[arg-type]  # a read-only Mapping is all use cases need
+            checkers=self.checkers,
             bindings=self.bindings,
             secrets=SecretsManagerCredentialStore(self.aws("secretsmanager"), kms_key_id=config.secrets_kms_key_id),
             alerts=SnsAlertPublisher(self.aws("sns"), config.alert_topic_arn),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import zlib
 from collections.abc import Iterator
@@ -370,7 +371,8 @@ class DynamoBindingRepository:
             }
         }
 
-    def _transact(self, operation: str, actions: list[dict[str, Any]], binding: Binding) -> None:
+    # builtins.list: below `def list`, a bare `list` in this class's annotations is that method
+    def _transact(self, operation: str, actions: builtins.list[dict[str, Any]], binding: Binding) -> None:
         try:
             self._client.transact_write_items(TransactItems=actions)
         except ClientError as error:

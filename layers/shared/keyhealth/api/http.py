@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from pydantic import BaseModel
 
@@ -127,7 +128,9 @@ def new_resolver() -> APIGatewayRestResolver:
             for p in problems
         ]
         first = details[0] if details else {"field": "body", "problem": "invalid"}
-        body = {"error": {"code": "invalid_request", "message": f"{first['field']}: {first['problem']}"}}
+        body: dict[str, Any] = {
+            "error": {"code": "invalid_request", "message": f"{first['field']}: {first['problem']}"}
+        }
         body["error"]["details"] = details
         return json_response(400, responses.ErrorOut, body)
 
@@ -210,9 +213,9 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
-def documented(status: int, model: type | None, description: str, *errors: int) -> dict[int, dict[str, Any]]:
+def documented(status: int, model: type | None, description: str, *errors: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI `responses` for a route: its success answer and the errors it can give."""
-    answers: dict[int, dict[str, Any]] = {status: {"description": description}}
+    answers: dict[int, OpenAPIResponse] = {status: {"description": description}}
     if model is not None:
         answers[status]["content"] = {"application/json": {"model": model}}
     for code in errors:

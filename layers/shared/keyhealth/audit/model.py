@@ -158,7 +158,7 @@ def assess(before: Binding, report: Report, now: datetime, *, exchange_name: str
 
 def _expiry_reminder(
     binding: Binding, report: Report, now: datetime, exchange_name: str
-) -> tuple[Alert | None, dict | None]:
+) -> tuple[Alert | None, dict[str, Any] | None]:
     if report.trading_expires_at is None:
         return None, None
     # Whole seconds on both sides: `now` is stored to the second, and sub-second noise must not

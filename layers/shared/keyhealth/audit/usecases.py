@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from keyhealth.audit.model import (
     NEWLY_FAILING_LISTED,
@@ -20,7 +21,7 @@ from keyhealth.audit.model import (
     release,
     summarise,
 )
-from keyhealth.audit.ports import BindingSource, Circuit, RateBudget, RunState, RunStore, TaskQueue
+from keyhealth.audit.ports import BindingSource, Circuit, CircuitState, RateBudget, RunState, RunStore, TaskQueue
 from keyhealth.bindings.model import Binding
 from keyhealth.bindings.ports import Services
 from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
@@ -89,7 +90,7 @@ def dispatch_audit(
 class BatchOutcome:
     retry: dict[str, float] = field(default_factory=dict)  # message id -> seconds before it is seen again
     done: int = 0
-    finalized: list[dict] = field(default_factory=list)
+    finalized: list[dict[str, Any]] = field(default_factory=list)  # the summaries of the runs this batch finalised
 
 
 class _Retry(Exception):
@@ -169,7 +170,7 @@ def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
     return _record(deps, binding, result.report)
 
 
-def _update_circuit(deps: AuditDeps, plan: RatePlan, state, result: CheckResult) -> None:
+def _update_circuit(deps: AuditDeps, plan: RatePlan, state: CircuitState, result: CheckResult) -> None:
     codes = result.report.codes
     throttle = next((c for c in (FindingCode.RATE_LIMITED.value, FindingCode.EGRESS_BLOCKED.value) if c in codes), None)
     if throttle:
@@ -218,7 +219,7 @@ def _record(deps: AuditDeps, binding: Binding, report: Report) -> Assessment:
 
 
 # ------------------------------------------------------------------------------ finalize
-def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunState) -> dict:
+def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunState) -> dict[str, Any]:
     """Publish the run's alerts (folding correlated ones into incidents) and its summary.
 
     Held alerts are streamed, never all in memory; only the summary's bounded list is kept.

@@ -5,7 +5,8 @@ chooses. Nothing here imports boto3 or httpx."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -32,7 +33,8 @@ class BindingRepository(Protocol):
 
     def list(self, tenant: str, query: ListQuery) -> Page: ...
 
-    def bindings_of_account(self, tenant: str, exchange: ExchangeName, account_id: str) -> list[str]: ...
+    # builtins.list: below `def list`, a bare `list` in this class's annotations is that method
+    def bindings_of_account(self, tenant: str, exchange: ExchangeName, account_id: str) -> builtins.list[str]: ...
 
 
 class CredentialStore(Protocol):
@@ -67,7 +69,7 @@ class CredentialStore(Protocol):
 class Services:
     """Everything a binding use case may call; built by keyhealth.wiring, faked in tests."""
 
-    checkers: dict[ExchangeName, ExchangeChecker]
+    checkers: Mapping[ExchangeName, ExchangeChecker]  # read-only: wiring builds them lazily
     bindings: BindingRepository
     secrets: CredentialStore
     alerts: AlertPublisher

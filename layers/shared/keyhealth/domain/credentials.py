@@ -14,6 +14,7 @@ class Secret:
     """A string whose repr/str hide it. Call `reveal()` only where the value is used."""
 
     __slots__ = ("_value",)
+    _value: str  # set once in __init__ (through object.__setattr__: __setattr__ refuses)
 
     def __init__(self, value: str) -> None:
         object.__setattr__(self, "_value", value)

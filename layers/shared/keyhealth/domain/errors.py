@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keyhealth.exchanges.base import CheckResult
+from keyhealth.domain.exchange import CheckResult
 
 
 class KeyhealthError(Exception):

@@ -24,12 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
+# cryptography is imported where an Ed25519 or RSA key is used, not here: most keys are HMAC,
+# and every handler imports this module for its SPEC (cold start).
 from keyhealth.domain.credentials import Credentials, KeyType
 from keyhealth.domain.exchange import BaseUrl, CheckerContext, ExchangeSpec, ExchangeUi, KeyRules
 from keyhealth.domain.http import HttpRequest, HttpResponse, HttpTransport, retry_after_seconds
@@ -136,6 +132,9 @@ def hmac_signature(secret: str, payload: str) -> str:
 
 
 def _load_private_key(pem: str) -> Any:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         return serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -145,6 +144,8 @@ def _load_private_key(pem: str) -> Any:
 
 def ed25519_signature(private_key_pem: str, payload: bytes) -> str:
     """Ed25519 keys: base64 of the Ed25519 signature of the payload bytes (not yet URL-encoded)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = _load_private_key(private_key_pem)
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError("the private key is not an Ed25519 key")
@@ -153,6 +154,10 @@ def ed25519_signature(private_key_pem: str, payload: bytes) -> str:
 
 def rsa_signature(private_key_pem: str, payload: bytes) -> str:
     """RSA keys: base64 of RSASSA-PKCS1-v1_5 with SHA-256 over the payload (not yet URL-encoded)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
     key = _load_private_key(private_key_pem)
     if not isinstance(key, RSAPrivateKey):
         raise SigningKeyError("the private key is not an RSA key")
@@ -168,6 +173,11 @@ def make_signer(credentials: Credentials) -> Callable[[str], str]:
     secret = credentials.api_secret.reveal()
     if credentials.key_type is KeyType.HMAC:
         return lambda payload: hmac_signature(secret, payload)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
     key = _load_private_key(secret)
     if credentials.key_type is KeyType.ED25519:
         if not isinstance(key, Ed25519PrivateKey):
@@ -393,18 +403,17 @@ class BinanceAdapter(ExchangeAdapter):
             body = None
         code = body.get("code") if isinstance(body, dict) else None
         message = body.get("msg") if isinstance(body, dict) else None
-        is_error_code = isinstance(code, int) and not isinstance(code, bool) and code not in (0, 200)
-        if 200 <= status < 300 and body is not None and not is_error_code:
+        # Binance's own error code (an int other than 0 and 200), None when the body carries none
+        error_code = code if isinstance(code, int) and not isinstance(code, bool) and code not in (0, 200) else None
+        if 200 <= status < 300 and body is not None and error_code is None:
             return body
-        if status in HTTP_STATUS_TABLE and not is_error_code:
-            finding = HTTP_STATUS_TABLE[status]
+        if error_code is not None:
+            finding = ERROR_TABLE.get(error_code, FindingCode.EXCHANGE_UNAVAILABLE)
         else:
-            finding = ERROR_TABLE.get(code, FindingCode.EXCHANGE_UNAVAILABLE) if is_error_code else None
-            if finding is None:
-                finding = HTTP_STATUS_TABLE.get(status, FindingCode.EXCHANGE_UNAVAILABLE)
+            finding = HTTP_STATUS_TABLE.get(status, FindingCode.EXCHANGE_UNAVAILABLE)
         raise ExchangeError(
             finding,
-            exchange_code=code if is_error_code else None,
+            exchange_code=error_code,
             exchange_message=message if isinstance(message, str) else None,
             http_status=status,
             retry_after=retry_after_seconds(response.header("Retry-After"), self._clock()),

@@ -20,11 +20,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING, Any
 
 from keyhealth.domain.credentials import Credentials, KeyType
 from keyhealth.domain.exchange import BaseUrl, CheckerContext, ExchangeSpec, ExchangeUi, KeyRules
@@ -32,6 +28,9 @@ from keyhealth.domain.http import HttpRequest, HttpResponse
 from keyhealth.domain.model import FindingCode, Permissions, Scope
 from keyhealth.domain.ratelimits import Pool, RatePlan
 from keyhealth.exchanges.base import CheckAborted, ExchangeAdapter, ExchangeError, ReportDraft
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 NAME = "bitget"
 PRODUCTION_BASE_URL = "https://api.bitget.com"
@@ -125,6 +124,12 @@ def sign_hmac(secret: str, message: str) -> str:
 
 def load_rsa_private_key(pem: str) -> rsa.RSAPrivateKey:
     """Parse an RSA private key; raises ValueError with a text that never quotes the key."""
+    # Imported here, not at the top: most keys are HMAC, and every handler imports this module
+    # for its SPEC (cold start).
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -136,6 +141,9 @@ def load_rsa_private_key(pem: str) -> rsa.RSAPrivateKey:
 
 def sign_rsa(private_key: rsa.RSAPrivateKey, message: str) -> str:
     """SHA256withRSA (PKCS#1 v1.5) over the pre-hash, base64 (the official SDK's signByRSA)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     return base64.b64encode(private_key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
@@ -332,7 +340,8 @@ class BitgetAdapter(ExchangeAdapter):
     def _server_time_ms(self) -> int:
         response = self._send(HttpRequest("GET", self.base_url + SERVER_TIME))
         data = self._raise_for_error(response)
-        server_time = data.get("serverTime") if isinstance(data, dict) else None
+        # unvalidated JSON: int() is the check (None, a list or "abc" end in the except below)
+        server_time: Any = data.get("serverTime") if isinstance(data, dict) else None
         try:
             return int(server_time)
         except (TypeError, ValueError):

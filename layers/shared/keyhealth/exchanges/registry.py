@@ -44,6 +44,7 @@ RATE_PLANS: dict[ExchangeName, RatePlan] = {spec.name: spec.rate_plan for spec i
 
 #: The exchange names as an enum, for the edges that validate input and document it (the API's
 #: request models, the OpenAPI document): `Exchange.BINANCE == "binance"`. The domain takes names.
+#: (mypy reads an enum's members from a literal only: these come from the registry, hence the ignore)
 Exchange = StrEnum("Exchange", {name.upper(): name for name in NAMES})  # type: ignore[misc]
 
 
