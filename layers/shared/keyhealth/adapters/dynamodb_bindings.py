@@ -318,17 +318,17 @@ class DynamoBindingRepository:
                 "Delete": {
                     "TableName": self._table,
                     "Key": self._key(binding.tenant, f"B#{binding.binding_id}"),
-                    "ConditionExpression": "attribute_exists(pk)",
+                    # The version read, not mere existence: the markers removed with it are the
+                    # ones of that version (a rotate committed meanwhile has moved the key marker).
+                    "ConditionExpression": "version = :expected",
+                    "ExpressionAttributeValues": {":expected": {"N": str(binding.version)}},
                 }
             },
             self._delete_key_marker(binding),
         ]
         if marker := _account_marker(binding):
             actions.append({"Delete": {"TableName": self._table, "Key": self._key(binding.tenant, marker)}})
-        try:
-            self._transact("delete", actions, binding)
-        except ConcurrentUpdate:
-            return  # a concurrent unbind removed it first: the outcome is the one asked for
+        self._transact("delete", actions, binding)
 
     # -------------------------------------------------------------- helpers
     @staticmethod

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from keyhealth.adapters.aws_errors import error_code, storage_call
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
-from keyhealth.domain.errors import StorageAdapterError
+from keyhealth.domain.errors import CredentialsBeingDeleted, StorageAdapterError
 
 
 def _serialise(credentials: Credentials) -> str:
@@ -38,6 +40,19 @@ class SecretsManagerCredentialStore:
         self._client = client
         self._kms_key_id = kms_key_id
 
+    @contextmanager
+    def _on_secret(self, secret_id: str, operation: str) -> Iterator[None]:
+        """One call on an existing secret. Secrets Manager answers InvalidRequestException for a
+        secret scheduled for deletion (an unbind got there first): that is said as such, so the
+        use case can answer 404/409 rather than a transient 503."""
+        try:
+            with storage_call(operation):
+                yield
+        except StorageAdapterError as error:
+            if error.reason == "InvalidRequestException" and self._scheduled(secret_id):
+                raise CredentialsBeingDeleted(operation, "scheduled for deletion") from None
+            raise
+
     def create(self, name: str, credentials: Credentials, *, tags: dict[str, str], token: str) -> str:
         params: dict[str, Any] = {
             "Name": name,
@@ -52,12 +67,12 @@ class SecretsManagerCredentialStore:
             return self._client.create_secret(**params)["ARN"]
 
     def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials:
-        with storage_call("secretsmanager:GetSecretValue"):
+        with self._on_secret(secret_id, "secretsmanager:GetSecretValue"):
             answer = self._client.get_secret_value(SecretId=secret_id, VersionStage=stage)
         return _deserialise(answer["SecretString"])
 
     def stage_pending(self, secret_id: str, credentials: Credentials, *, token: str) -> str:
-        with storage_call("secretsmanager:PutSecretValue"):
+        with self._on_secret(secret_id, "secretsmanager:PutSecretValue"):
             answer = self._client.put_secret_value(
                 SecretId=secret_id,
                 ClientRequestToken=token,
@@ -75,7 +90,7 @@ class SecretsManagerCredentialStore:
         current = self.current_version(secret_id)
         # One call, so that a failure leaves AWSCURRENT where it was. Moving AWSCURRENT makes
         # Secrets Manager label the old version AWSPREVIOUS.
-        with storage_call("secretsmanager:UpdateSecretVersionStage"):
+        with self._on_secret(secret_id, "secretsmanager:UpdateSecretVersionStage"):
             self._client.update_secret_version_stage(
                 SecretId=secret_id, VersionStage="AWSCURRENT", MoveToVersionId=version_id, RemoveFromVersionId=current
             )

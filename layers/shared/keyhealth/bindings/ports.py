@@ -29,7 +29,9 @@ class BindingRepository(Protocol):
     def save(self, binding: Binding, *, previous: Binding) -> Binding:
         """Replace `previous` with `binding` (version + 1); `ConcurrentUpdate` if it changed meanwhile."""
 
-    def delete(self, binding: Binding) -> None: ...
+    def delete(self, binding: Binding) -> None:
+        """Remove `binding` and its markers as they were read, in one transaction conditional on
+        its version; `ConcurrentUpdate` if it changed (or went) meanwhile."""
 
     def list(self, tenant: str, query: ListQuery) -> Page: ...
 

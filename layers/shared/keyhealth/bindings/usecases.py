@@ -28,6 +28,7 @@ from keyhealth.domain.errors import (
     AlreadyBound,
     BindingNotFound,
     ConcurrentUpdate,
+    CredentialsBeingDeleted,
     ExchangeUnreachable,
     KeyUnusable,
     StorageAdapterError,
@@ -162,13 +163,18 @@ def _record(services: Services, binding: Binding, updated: Binding, report: Repo
 
 def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
     binding = load_binding(tenant, binding_id, services)
-    with _step("secret_read"):
+    with _secret_step(services, binding, "secret_read"):
         credentials = services.secrets.read(binding.secret_id)
     result = services.checkers[binding.exchange].check(credentials, binding.scopes)
     updated = binding.recorded(result.report, now=services.now())
     if result.account_id:
         updated = replace(updated, account_id=result.account_id)
-    saved = _record(services, binding, updated, result.report)
+    try:
+        saved = _record(services, binding, updated, result.report)
+    except ConcurrentUpdate:
+        if _gone(services, binding):
+            raise BindingNotFound(f"no binding {binding_id}") from None  # unbound during the check
+        raise
     return Outcome(saved, result.report)
 
 
@@ -182,20 +188,23 @@ def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, ser
             raise AlreadyBound(other)
 
     secrets = services.secrets
-    with _step("secret_stage"):
+    with _secret_step(services, binding, "secret_stage"):
         pending = secrets.stage_pending(binding.secret_id, command.credentials, token=str(uuid.uuid4()))
         staged = secrets.read(binding.secret_id, stage="AWSPENDING")  # check what was stored, not what was sent
     try:
         result = _checked(services, binding.exchange, replace(command, credentials=staged), binding.scopes)
-    except (KeyUnusable, ExchangeUnreachable):
+    except BaseException:
+        # Whatever stopped the check (the key refused, the exchange away, a bug), the pending
+        # version must not stay: it holds credentials that were never accepted.
         _discard(services, binding, pending)
         raise
     try:
-        previous_version = secrets.current_version(binding.secret_id)
-        secrets.promote(binding.secret_id, pending)
-    except StorageAdapterError as error:
+        with _secret_step(services, binding, "secret_promote"):
+            previous_version = secrets.current_version(binding.secret_id)
+            secrets.promote(binding.secret_id, pending)
+    except (StorageUnavailable, BindingNotFound, ConcurrentUpdate):
         _discard(services, binding, pending)
-        raise StorageUnavailable("secret_promote") from error
+        raise
 
     updated = replace(
         binding.recorded(result.report, now=services.now()),
@@ -206,11 +215,13 @@ def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, ser
     )
     try:
         saved = _record(services, binding, updated, result.report)
-    except (StorageUnavailable, ConcurrentUpdate, AlreadyBound):
+    except (StorageUnavailable, ConcurrentUpdate, AlreadyBound) as error:
         try:
             secrets.demote(binding.secret_id, pending, restore_version_id=previous_version)
         except StorageAdapterError:
             logger.error("rotation could not be undone", extra={"binding_id": binding.binding_id})
+        if isinstance(error, ConcurrentUpdate) and _gone(services, binding):
+            raise BindingNotFound(f"no binding {binding.binding_id}") from None  # unbound meanwhile
         raise
     _discard(services, saved, pending)  # the new current version needs no AWSPENDING label any more
     return Outcome(saved, result.report)
@@ -224,18 +235,65 @@ def _discard(services: Services, binding: Binding, version_id: str) -> None:
         logger.warning("pending secret version left labelled", extra={"binding_id": binding.binding_id})
 
 
+#: How often unbind re-reads a binding that changed under it (a rotate or check committing)
+#: before it answers 409 concurrent_update.
+UNBIND_ATTEMPTS = 3
+
+
 def unbind(tenant: str, binding_id: str, services: Services) -> None:
-    binding = load_binding(tenant, binding_id, services)
-    with _step("secret_delete"):
-        services.secrets.schedule_deletion(binding.secret_id, recovery_days=services.recovery_window_days)
-    try:
-        services.bindings.delete(binding)
-    except StorageAdapterError as error:
+    """Schedule the secret's deletion, then delete the binding and its markers as read.
+
+    A binding that changed between the read and the delete (a rotate moved its key marker) is
+    read again and deleted as it now is; one that went meanwhile answers 404.
+    """
+    for attempt in range(1, UNBIND_ATTEMPTS + 1):
+        binding = load_binding(tenant, binding_id, services)
+        with _step("secret_delete"):
+            services.secrets.schedule_deletion(binding.secret_id, recovery_days=services.recovery_window_days)
         try:
-            services.secrets.restore(binding.secret_id)  # the binding stays whole; retrying is safe
-        except StorageAdapterError:
-            logger.error("unbind half done: secret scheduled, metadata kept", extra={"binding_id": binding_id})
-        raise StorageUnavailable("metadata_delete") from error
+            services.bindings.delete(binding)
+            return
+        except ConcurrentUpdate:
+            if _gone(services, binding):
+                raise BindingNotFound(f"no binding {binding_id}") from None  # unbound meanwhile
+            if attempt == UNBIND_ATTEMPTS:
+                _restore(services, binding)
+                raise
+        except StorageAdapterError as error:
+            _restore(services, binding)
+            raise StorageUnavailable("metadata_delete") from error
+
+
+def _restore(services: Services, binding: Binding) -> None:
+    """Undo an unbind's first step: the binding stays whole, so retrying is safe."""
+    try:
+        services.secrets.restore(binding.secret_id)
+    except StorageAdapterError:
+        logger.error("unbind half done: secret scheduled, metadata kept", extra={"binding_id": binding.binding_id})
+
+
+def _gone(services: Services, binding: Binding) -> bool:
+    """Whether `binding` was unbound meanwhile (read again; a failed read is not "gone")."""
+    try:
+        return services.bindings.get(binding.tenant, binding.binding_id) is None
+    except StorageAdapterError:
+        return False
+
+
+@contextmanager
+def _secret_step(services: Services, binding: Binding, step: str) -> Iterator[None]:
+    """A step on the binding's secret: when it fails because the binding was unbound meanwhile
+    (its secret is scheduled for deletion), the answer is 404, not a transient 503."""
+    try:
+        yield
+    except CredentialsBeingDeleted:
+        if _gone(services, binding):
+            raise BindingNotFound(f"no binding {binding.binding_id}") from None
+        raise ConcurrentUpdate("the binding is being unbound") from None
+    except StorageAdapterError as error:
+        if _gone(services, binding):
+            raise BindingNotFound(f"no binding {binding.binding_id}") from None
+        raise StorageUnavailable(step) from error
 
 
 def list_bindings(tenant: str, query: ListQuery, services: Services) -> Page:

@@ -93,3 +93,8 @@ class IdempotencyKeyReused(KeyhealthError):
     """The Idempotency-Key was used before with a different body."""
 
     code = "idempotency_key_reused"
+
+
+class CredentialsBeingDeleted(StorageAdapterError):
+    """The credential store refused because the credentials are scheduled for deletion: an
+    unbind of their binding is under way (or done). Not transient: the binding is going."""
