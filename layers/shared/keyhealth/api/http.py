@@ -7,12 +7,12 @@ message that could hold one.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -79,43 +79,88 @@ def tenant_of(app: APIGatewayRestResolver) -> str:
     return tenant
 
 
-class BodyTooLarge(ValueError):
-    """The request body is over MAX_BODY_BYTES."""
-
-
 def _too_large() -> Response:
     return error_response(400, "body_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
 
 
+class InvalidJson(ValueError):
+    """The body is not JSON this API reads (not UTF-8, nested too deep, a number too long...)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJson(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys repeat is refused: which value is meant is a guess (the last wins in
+    Python, the first elsewhere), and a guess about credentials is not ours to make."""
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise InvalidRequest("duplicate_key", "the body repeats a key", key if len(key) <= 64 else None)
+        value[key] = item
+    return value
+
+
 def _json_object(body: str) -> dict[str, Any]:
-    # Powertools validates the body before any middleware runs, so the limit is applied where
-    # the body is parsed: a large body is refused as such, not parsed and judged field by field.
-    if len(body.encode()) > MAX_BODY_BYTES:
-        raise BodyTooLarge
-    value = json.loads(body)
+    """The body as a JSON object. The raw body was vetted before routing (`_refusal`)."""
+    try:
+        value = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidJson("the body is nested too deep") from None
+    except (json.JSONDecodeError, InvalidJson, InvalidRequest):
+        raise  # Powertools answers a JSONDecodeError as invalid JSON; ours have handlers
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise InvalidJson("the body holds a number too long to read") from None
     # Powertools would take the first element of a list as the body (a form-data convenience).
     if not isinstance(value, dict):
         raise InvalidRequest("invalid_request", "the body must be a JSON object", "body")
     return value
 
 
-def _limit_body(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
-    """The same limit on routes that take no body (and so never parse one)."""
-    event = app.current_event
-    body = event.body or ""
-    size = len(body.encode()) if not event.is_base64_encoded else len(body) * 3 // 4
-    if size > MAX_BODY_BYTES:
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _refusal(event: dict[str, Any]) -> Response | None:
+    """What is wrong with the raw request before any route sees it, or None.
+
+    Checked once, at the door, for every route: a body that is not UTF-8 (API Gateway passes it
+    base64-encoded) or holds a lone surrogate, a body over the size limit, and a body of another
+    content type than JSON (form data included: Powertools would parse it as a form).
+    """
+    raw = event.get("body") or ""
+    if not isinstance(raw, str):
+        return error_response(400, "invalid_json", "the body is not valid JSON")
+    try:
+        data = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode("utf-8")
+        data.decode("utf-8")
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+        return error_response(400, "invalid_json", "the body is not UTF-8 JSON")
+    if len(data) > MAX_BODY_BYTES:
         return _too_large()
-    return next_middleware(app)
+    if data and str(event.get("httpMethod", "")).upper() in _WITH_BODY:
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return error_response(
+                400, "unsupported_content_type", "the body must be JSON (Content-Type: application/json)"
+            )
+    return None
+
+
+def _proxy_answer(response: Response) -> dict[str, Any]:
+    """A Response as API Gateway's REST proxy integration takes it (answers given before routing)."""
+    headers = {"Content-Type": str(response.content_type or "application/json")}
+    headers.update({k: str(v) for k, v in (response.headers or {}).items() if isinstance(v, str)})
+    return {"statusCode": response.status_code, "headers": headers, "body": response.body, "isBase64Encoded": False}
 
 
 def new_resolver() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_json_object)
-    app.use(middlewares=[_limit_body])
 
-    @app.exception_handler(BodyTooLarge)
-    def _body_too_large(error: BodyTooLarge) -> Response:
-        return _too_large()
+    @app.exception_handler(InvalidJson)
+    def _invalid_json(error: InvalidJson) -> Response:
+        return error_response(400, "invalid_json", str(error))
 
     @app.exception_handler(RequestValidationError)
     def _invalid(error: RequestValidationError) -> Response:
@@ -240,6 +285,9 @@ def lambda_handler_for(
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if before is not None:
             before(context)
+        refused = _refusal(event)
+        if refused is not None:
+            return _proxy_answer(refused)
         return app.resolve(event, context)
 
     return lambda_handler

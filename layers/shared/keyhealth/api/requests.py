@@ -88,7 +88,7 @@ def credentials_for(exchange: str, request: CredentialsIn) -> tuple[Credentials,
             "key_type_not_supported", f"{display_name} keys cannot be {request.key_type.value}", "key_type"
         )
     api_key = _trim("api_key", request.api_key, trimmed)
-    if not rules.api_key.match(api_key):
+    if not rules.api_key.fullmatch(api_key):
         raise InvalidRequest(
             "invalid_api_key_format", f"api_key does not have the shape of a {display_name} API key", "api_key"
         )
@@ -96,7 +96,7 @@ def credentials_for(exchange: str, request: CredentialsIn) -> tuple[Credentials,
     secret = _trim("api_secret", request.api_secret.get_secret_value(), trimmed, multiline=pem)
     if pem:
         _check_private_key(secret, request.key_type)
-    elif not rules.hmac_secret.match(secret):
+    elif not rules.hmac_secret.fullmatch(secret):
         raise InvalidRequest(
             "invalid_secret_format", "api_secret does not have the shape of an API secret", "api_secret"
         )
@@ -106,8 +106,8 @@ def credentials_for(exchange: str, request: CredentialsIn) -> tuple[Credentials,
         if request.passphrase is None:
             raise InvalidRequest("passphrase_required", f"{display_name} keys need their passphrase", "passphrase")
         passphrase = _trim("passphrase", request.passphrase.get_secret_value(), trimmed)
-        if not rules.passphrase.match(passphrase):
-            raise InvalidRequest("invalid_passphrase_format", "passphrase is 1 to 64 visible characters", "passphrase")
+        if not rules.passphrase.fullmatch(passphrase):
+            raise InvalidRequest("invalid_passphrase_format", f"passphrase is {rules.passphrase_rule}", "passphrase")
     elif request.passphrase is not None:
         raise InvalidRequest("passphrase_not_allowed", f"{display_name} keys have no passphrase; omit it", "passphrase")
     credentials = Credentials(

@@ -46,6 +46,7 @@ class KeyRules:
     key_types: frozenset[KeyType]
     #: None: the exchange's keys have no passphrase (one sent is refused).
     passphrase: re.Pattern[str] | None = None
+    passphrase_rule: str = ""  # the passphrase rule in words, for the 400 that refuses one
     hmac_secret: re.Pattern[str] = HMAC_SECRET
 
 

@@ -389,11 +389,13 @@ SPEC = ExchangeSpec(
         read="Read-only",
     ),
     # Keys are `bg_` and 32 hex digits; HMAC and RSA keys; every key has a passphrase the user
-    # chose (exchanges.md 2.2): 1 to 64 visible characters.
+    # chose (exchanges.md 2.2). It travels raw in the ACCESS-PASSPHRASE header, so only visible
+    # ASCII can be sent at all: anything else is a paste error, refused before Bitget is asked.
     keys=KeyRules(
         api_key=re.compile(r"^bg_[0-9a-f]{32}$"),
         key_types=frozenset({KeyType.HMAC, KeyType.RSA}),
-        passphrase=re.compile(r"^\S{1,64}$"),
+        passphrase=re.compile(r"^[\x21-\x7e]{1,64}$"),
+        passphrase_rule="1 to 64 visible ASCII characters",  # noqa: S106 - a rule in words, not a password
     ),
     base_urls=(BaseUrl("BITGET_BASE_URL", PRODUCTION_BASE_URL),),
     rate_plan=RATE_PLAN,
