@@ -1,9 +1,10 @@
-"""Slack test helpers: a Block Kit checker (Slack's documented limits) and alert bodies of every type,
-the binding status change built by the real publisher code (`keyhealth.notify.model.status_changed`)."""
+"""Notify test helpers: a Block Kit checker (Slack's documented limits), alert bodies of every type as
+older messages carry them (no `exchange_name`, no incident `remedy`), and alerts built by the real
+publisher code (`keyhealth.notify.model`) from domain objects."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from keyhealth.bindings.model import Binding
@@ -11,6 +12,7 @@ from keyhealth.domain.credentials import KeyType
 from keyhealth.domain.findings import make_finding
 from keyhealth.domain.model import FindingCode, Report, Scope, Status
 from keyhealth.exchanges.registry import Exchange, spec
+from keyhealth.notify import model as alerts
 from keyhealth.notify.model import Alert, status_changed
 
 CHECKED_AT = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -73,14 +75,32 @@ def all_text(payload: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def status_change(
-    previous: Status = Status.HEALTHY,
-    *codes: FindingCode,
+def binding(
+    status: Status = Status.HEALTHY,
+    *,
     exchange: Exchange = Exchange.BINANCE,
     user_id: str = "u-42",
-    exchange_message: str | None = None,
-) -> Alert:
-    """The alert keyhealth publishes when a binding's status changes, from domain objects."""
+    unknown_streak: int = 0,
+) -> Binding:
+    return Binding(
+        binding_id="bnd_01JSLACKTEST",
+        tenant="111111111111:role/platform-backend",
+        user_id=user_id,
+        exchange=exchange,
+        label="grid bot",
+        key_type=KeyType.HMAC,
+        api_key_masked="vmPU...A4Ge",
+        api_key_hash="0" * 64,
+        scopes=(Scope.SPOT, Scope.FUTURES),
+        status=status,
+        created_at=CHECKED_AT,
+        updated_at=CHECKED_AT,
+        secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyhealth/test/bnd_01JSLACKTEST-AbCdEf",
+        unknown_streak=unknown_streak,
+    )
+
+
+def report(*codes: FindingCode, exchange: Exchange = Exchange.BINANCE, exchange_message: str | None = None) -> Report:
     findings = tuple(
         make_finding(
             code,
@@ -92,23 +112,34 @@ def status_change(
         )
         for code in codes
     )
-    report = Report(checked_at=CHECKED_AT, egress_ip=EGRESS[0], findings=findings)
-    binding = Binding(
-        binding_id="bnd_01JSLACKTEST",
-        tenant="111111111111:role/platform-backend",
-        user_id=user_id,
-        exchange=exchange,
-        label="grid bot",
-        key_type=KeyType.HMAC,
-        api_key_masked="vmPU...A4Ge",
-        api_key_hash="0" * 64,
-        scopes=(Scope.SPOT, Scope.FUTURES),
-        status=report.status,
-        created_at=CHECKED_AT,
-        updated_at=CHECKED_AT,
-        secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyhealth/test/bnd_01JSLACKTEST-AbCdEf",
-    )
-    return status_changed(binding, previous, report, exchange_name=spec(exchange).display_name)
+    return Report(checked_at=CHECKED_AT, egress_ip=EGRESS[0], findings=findings)
+
+
+def status_change(
+    previous: Status = Status.HEALTHY,
+    *codes: FindingCode,
+    exchange: Exchange = Exchange.BINANCE,
+    user_id: str = "u-42",
+    exchange_message: str | None = None,
+) -> Alert:
+    """The alert keyhealth publishes when a binding's status changes, from domain objects."""
+    checked = report(*codes, exchange=exchange, exchange_message=exchange_message)
+    changed = binding(checked.status, exchange=exchange, user_id=user_id)
+    return status_changed(changed, previous, checked, exchange_name=spec(exchange).display_name)
+
+
+def unreachable_alert(exchange: Exchange = Exchange.BINGX, streak: int = 3) -> Alert:
+    """The alert the audit publishes on the third unanswered check in a row, from domain objects."""
+    unchecked = binding(Status.HEALTHY, exchange=exchange, unknown_streak=streak)
+    checked = report(FindingCode.EGRESS_BLOCKED, exchange=exchange)
+    return alerts.unreachable(unchecked, checked, exchange_name=spec(exchange).display_name)
+
+
+def expiring_alert(days_left: int = 5, exchange: Exchange = Exchange.BINANCE) -> Alert:
+    """The reminder the audit publishes before trading rights lapse, from domain objects."""
+    expires = CHECKED_AT + timedelta(days=days_left)
+    reminded = binding(Status.DEGRADED, exchange=exchange)
+    return alerts.trading_expiring(reminded, expires, days_left, exchange_name=spec(exchange).display_name)
 
 
 def incident_body(**overrides: Any) -> dict[str, Any]:

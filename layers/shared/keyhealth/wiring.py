@@ -211,7 +211,9 @@ class Container:
         config, env = self.settings, self.environment
         policy = RetryPolicy(max_attempts=config.slack_max_attempts, retry_after_cap=config.slack_retry_after_cap)
         client = env.slack_http_client or new_slack_client(policy.request_timeout)
-        return SlackWebhook(client, policy, sleep=env.sleep, clock=env.monotonic, jitter=env.jitter)
+        return SlackWebhook(
+            client, policy, sleep=env.sleep, clock=env.monotonic, jitter=env.jitter, wall_clock=env.clock
+        )
 
     def slack_webhook_url(self) -> Secret:
         """Read once per container; `forget_slack_webhook_url` when Slack says it is gone (rotated)."""

@@ -8,7 +8,7 @@ import pytest
 
 from functions.bind import app as bind_function
 from simulators.base import Fault
-from tests.integration.api.helpers import bind_body, bind_event
+from tests.support.api import bind_body, bind_event
 from tests.support.events import PLATFORM_A_OTHER_SESSION, PLATFORM_B
 
 

@@ -25,7 +25,7 @@ from simulators import bingx
 from simulators.base import Fault
 from simulators.bitget import FULL_TRADE
 from tests.conftest import EGRESS_IP
-from tests.integration.api.helpers import (
+from tests.support.api import (
     bind_body,
     bind_event,
     delete_event,

@@ -21,7 +21,7 @@ from functions.read import app as read_function
 from functions.unbind import app as unbind_function
 from functions.verify import app as verify_function
 from keyhealth.domain.ids import is_binding_id
-from tests.integration.api.helpers import bind_body, bind_event
+from tests.support.api import bind_body, bind_event
 from tests.support.events import api_event
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -12,7 +12,7 @@ import pytest
 from functions.bind import app as bind_function
 from functions.unbind import app as unbind_function
 from functions.verify import app as verify_function
-from tests.integration.api.helpers import (
+from tests.support.api import (
     assert_fully_absent,
     assert_fully_present,
     bind_body,

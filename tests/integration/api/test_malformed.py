@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from functions.bind import app as bind_function
-from tests.integration.api.helpers import bind_body, bind_event, rotate_body, rotate_event
+from tests.support.api import bind_body, bind_event, rotate_body, rotate_event
 
 BINANCE = ("binance", "healthy")
 BINANCE_ED25519 = ("binance", "healthy-ed25519")

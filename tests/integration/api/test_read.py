@@ -10,7 +10,7 @@ import pytest
 from functions.bind import app as bind_function
 from functions.read import app as read_function
 from keyhealth.domain.ids import new_binding_id
-from tests.integration.api.helpers import bind_body, bind_event, get_event, list_event
+from tests.support.api import bind_body, bind_event, get_event, list_event
 from tests.support.events import PLATFORM_A, PLATFORM_A_OTHER_SESSION, PLATFORM_B, api_event
 
 # The contract's Binding, plus the exchange account id the API also documents.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functions.bind import app as bind_function
 from simulators.base import Fault
-from tests.integration.api.helpers import (
+from tests.support.api import (
     assert_fully_present,
     created,
     current_api_key,

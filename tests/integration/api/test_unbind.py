@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functions.read import app as read_function
 from functions.unbind import app as unbind_function
-from tests.integration.api.helpers import assert_fully_present, created, delete_event, get_event, secret_of
+from tests.support.api import assert_fully_present, created, delete_event, get_event, secret_of
 from tests.support.events import PLATFORM_B
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functions.read import app as read_function
 from functions.verify import app as verify_function
 from simulators.base import Fault
-from tests.integration.api.helpers import created, get_event, verify_event
+from tests.support.api import created, get_event, verify_event
 from tests.support.events import PLATFORM_B
 
 

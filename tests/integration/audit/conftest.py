@@ -16,30 +16,21 @@ from keyhealth import wiring
 from keyhealth.audit.usecases import AuditDeps
 from keyhealth.exchanges.registry import Exchange
 from local.sqs_event_source import deliver_batch
-from tests.integration.api.conftest import TABLE, clock, exchanges, stack  # noqa: F401 - fixtures
-from tests.support.clock import SkippableClock
+from tests.support.aws import TABLE
+from tests.support.clock import RecordingSleep, SkippableClock
 from tests.support.events import LambdaContext
+from tests.support.stack import Stack
 from tests.support.template import create_queue
 
 QUEUES = {Exchange.BINANCE: "AuditQueueBinance", Exchange.BITGET: "AuditQueueBitget", Exchange.BINGX: "AuditQueueBingx"}
 
 
-class FakeSleep:
-    """Records waits instead of sleeping; advances nothing (tests stay within one window)."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
 @dataclass
 class Audit:
-    stack: Any
+    stack: Stack
     deps: AuditDeps
     queues: dict[Exchange, str]
-    sleep: FakeSleep
+    sleep: RecordingSleep
     clock: SkippableClock
 
     def run(self, run_id: str, *, max_rounds: int = 50) -> dict[str, Any]:
@@ -92,13 +83,13 @@ class Audit:
 
 
 @pytest.fixture
-def audit(stack, clock) -> Audit:  # noqa: F811 - the imported fixtures
+def audit(stack: Stack, clock: SkippableClock) -> Audit:
     sqs = stack.sqs
     arns: dict[str, str] = {}  # the dead-letter queue is made once, for all three
     queues = {
         exchange: create_queue(sqs, QUEUES[exchange], f"audit-{exchange.value}", queues=arns) for exchange in Exchange
     }
-    sleep = FakeSleep()
+    sleep = RecordingSleep()  # records waits and advances nothing: tests stay within one window
     # The stack's container, rebuilt with the audit's queues, a sleep that only records and a
     # circuit read afresh on every check (the clock is skipped between deliveries).
     settings = replace(

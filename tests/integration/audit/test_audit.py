@@ -9,7 +9,7 @@ from functions.read import app as read_function
 from keyhealth.exchanges.registry import Exchange
 from simulators import bitget
 from simulators.base import Fault
-from tests.integration.api.helpers import created, get_event
+from tests.support.api import created, get_event
 
 
 def stored(stack, binding_id: str) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 from functions.audit_dispatcher import app as dispatcher
 from functions.audit_worker import app as worker
 from keyhealth.exchanges.registry import Exchange
-from tests.integration.api.helpers import created
+from tests.support.api import created
 from tests.support.events import LambdaContext
 from tests.support.template import resource
 

@@ -4,18 +4,11 @@ import httpx
 
 from simulators.base import ExchangeSimulator, Fault, FixedWindow, SimRequest, SimResponse, SimulatorServer
 from tests.conftest import EGRESS_IP
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_fixed_window_counts_per_key_and_resets_on_the_boundary():
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     window = FixedWindow(limit=3, seconds=10, clock=clock)
     assert [window.spend("ip-a")[0] for _ in range(4)] == [True, True, True, False]
     assert window.spend("ip-b") == (True, 1)  # another key has its own count
@@ -26,7 +19,7 @@ def test_fixed_window_counts_per_key_and_resets_on_the_boundary():
 
 
 def test_fixed_window_spends_weight():
-    window = FixedWindow(limit=20, seconds=60, clock=Clock())
+    window = FixedWindow(limit=20, seconds=60, clock=FakeClock(1_000.0))
     assert window.spend("ip", weight=20) == (True, 20)
     assert window.spend("ip", weight=1) == (False, 21)
 

@@ -18,13 +18,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from keyhealth.domain.credentials import Secret
+from keyhealth.domain.http import retry_after_seconds
 from keyhealth.notify.ports import Delivery
 
 ERROR_TEXT_LIMIT = 200  # Slack's reasons are short words; anything longer is clipped
@@ -78,12 +77,14 @@ class SlackWebhook:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
-        self._clock = clock
+        self._clock = clock  # for deadlines and waits
         self._jitter = jitter
+        self._wall_clock = wall_clock  # seconds since the epoch: what a Retry-After date is read against
 
     def deadline_in(self, seconds: float) -> float:
         """A deadline on this poster's clock, `seconds` from now."""
@@ -116,7 +117,7 @@ class SlackWebhook:
                 if response.is_success:
                     return Delivery(True, attempt, "delivered", status, None, tuple(waits))
                 if status == 429:
-                    retry_after = _retry_after(response.headers.get("Retry-After"), self._clock_now_utc())
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._wall_clock())
                 elif status < 500:
                     return Delivery(False, attempt, "refused", status, error, tuple(waits))
             if attempt == policy.max_attempts:
@@ -132,10 +133,6 @@ class SlackWebhook:
             self._sleep(wait)
         return Delivery(False, policy.max_attempts, "retries_exhausted", status, error, tuple(waits))
 
-    @staticmethod
-    def _clock_now_utc() -> datetime:
-        return datetime.now(UTC)
-
 
 def new_slack_client(timeout: float = 5.0) -> httpx.Client:
     return httpx.Client(
@@ -150,23 +147,6 @@ def _error_text(response: httpx.Response) -> str | None:
     if not text:
         return None
     return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 1] + "…"
-
-
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait: Retry-After is delta-seconds (what Slack sends) or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError, IndexError):
-            return None
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 # --- keeping the URL out of logs ------------------------------------------------------------------------------

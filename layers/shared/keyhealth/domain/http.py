@@ -8,6 +8,7 @@ no HTTP library and can be read, type-checked and imported (for its spec) anywhe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -67,9 +68,11 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "nan" and "inf" say nothing
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -1,16 +1,26 @@
-"""Alert messages for the SNS topic (contract section 3), built from domain objects.
+"""Alert messages for the SNS topic (contract section 3): one typed model per message type.
 
+Each type is a frozen dataclass with `to_body()`, the JSON body published on the topic, and `from_body()`,
+its parser. The email text (keyhealth.notify.email) and the Slack Block Kit (keyhealth.notify.slack) are
+both rendered from these types, so they say the same thing: an incident's remedy, for one, travels on the
+incident (`Incident.remedy`, its body's "remedy") instead of living in one renderer.
+
+`from_body()` reads what older or partial messages carry: a field a body lacks is None (or empty), and the
+renderers say so. A value of the wrong kind (a count that is not a number, findings that are not a list)
+raises `MalformedAlert`; the module's `from_body()` then returns an `UnknownAlert` holding the body as it
+came, which the renderers show generically: a message is never lost.
+
+The builders below (`status_changed`, `unreachable`, `trading_expiring`, `incident`, `audit_summary`) turn
+domain objects into an `Alert`: subject, JSON body, email text and the attributes subscribers filter on.
 `exchange_name` is the exchange's own spelling of its name (its spec's display name).
-
-One JSON body for machines (Slack notifier, queues) and one readable text for email,
-sent together as an SNS message with per-protocol bodies.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
 from keyhealth.bindings.model import Binding
 from keyhealth.domain.model import Report, Status, format_time
@@ -24,6 +34,392 @@ _SEVERITY_OF_STATUS = {
     Status.HEALTHY: "info",
 }
 
+# What ops does about an incident: many keys of one exchange failing the same way at once is the
+# platform's problem (egress IP, exchange outage), not that many users' mistakes. One table, read
+# when an incident is built; the remedy then travels on the incident to every renderer.
+INCIDENT_REMEDIES = {
+    "ip_not_whitelisted": "Check that the egress IPs (GET /egress-ips, the NAT gateways' Elastic IPs) have not "
+    "changed. If they did, restore them; only if that is impossible, ask users to whitelist the new ones.",
+    "key_rejected": "Check that the egress IPs have not changed (the exchange rejects keys whose whitelist "
+    "misses our IP this way), then the exchange's status page and API announcements.",
+    "egress_blocked": "The exchange refuses our egress IP (region block or ban): check where the NAT "
+    "gateways' Elastic IPs are located and whether the exchange announced a restriction.",
+    "exchange_unavailable": "Check the exchange's status page; the next audit checks these keys again.",
+    "timeout": "Check the exchange's status page and the NAT gateways; the next audit checks these keys again.",
+    "rate_limited": "The exchange throttles our egress IP: lower AUDIT_BUDGET_SHARE or spread the audit, "
+    "and check whether trading traffic on the same IP grew.",
+    "clock_skew": "Compare the exchange's server time with ours; the next audit checks these keys again.",
+}
+DEFAULT_INCIDENT_REMEDY = "Check the exchange's status page and API announcements for a change affecting keys."
+
+
+def incident_remedy(code: str | None) -> str:
+    """What ops does about many keys of one exchange failing with `code` at once."""
+    return INCIDENT_REMEDIES.get(code or "", DEFAULT_INCIDENT_REMEDY)
+
+
+class MalformedAlert(ValueError):
+    """A body of a known type with a value of the wrong kind in it."""
+
+
+# --- the message types ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertFinding:
+    """A finding as an alert carries it (`Finding.to_dict()`); codes stay strings, so a code newer
+    than this notifier is still shown."""
+
+    code: str | None = None
+    severity: str | None = None
+    audience: str | None = None
+    message: str | None = None
+    remedy: str | None = None
+    exchange_code: str | int | None = None
+    exchange_message: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "audience": self.audience,
+            "message": self.message,
+            "remedy": self.remedy,
+            "exchange_code": self.exchange_code,
+            "exchange_message": self.exchange_message,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        exchange_code = body.get("exchange_code")
+        if exchange_code is not None and not isinstance(exchange_code, str) and not _is_int(exchange_code):
+            raise MalformedAlert("a finding's 'exchange_code' is neither a string nor a number")
+        return cls(
+            code=_str(body, "code"),
+            severity=_str(body, "severity"),
+            audience=_str(body, "audience"),
+            message=_str(body, "message"),
+            remedy=_str(body, "remedy"),
+            exchange_code=exchange_code,
+            exchange_message=_str(body, "exchange_message"),
+        )
+
+
+@dataclass(frozen=True)
+class _BindingAlert:
+    """What every alert about one binding carries."""
+
+    binding_id: str | None = None
+    tenant: str | None = None
+    user_id: str | None = None
+    exchange: str | None = None
+    exchange_name: str | None = None  # None in older messages: renderers fall back to the id
+    api_key_masked: str | None = None
+
+    def _binding_body(self, kind: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": kind,
+            "binding_id": self.binding_id,
+            "tenant": self.tenant,
+            "user_id": self.user_id,
+            "exchange": self.exchange,
+        }
+        if self.exchange_name is not None:
+            body["exchange_name"] = self.exchange_name
+        body["api_key_masked"] = self.api_key_masked
+        return body
+
+    @staticmethod
+    def _fields_of(body: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "binding_id": _str(body, "binding_id"),
+            "tenant": _str(body, "tenant"),
+            "user_id": _str(body, "user_id"),
+            "exchange": _str(body, "exchange"),
+            "exchange_name": _name(body.get("exchange_name")),
+            "api_key_masked": _str(body, "api_key_masked"),
+        }
+
+
+@dataclass(frozen=True)
+class StatusChanged(_BindingAlert):
+    """A binding's status changed (on verify, rotate or audit)."""
+
+    TYPE: ClassVar[str] = "binding_status_changed"
+
+    previous_status: str | None = None
+    status: str | None = None
+    findings: tuple[AlertFinding, ...] = ()
+    checked_at: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            **self._binding_body(self.TYPE),
+            "previous_status": self.previous_status,
+            "status": self.status,
+            "findings": [f.to_body() for f in self.findings],
+            "checked_at": self.checked_at,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(
+            **cls._fields_of(body),
+            previous_status=_str(body, "previous_status"),
+            status=_str(body, "status"),
+            findings=_findings(body),
+            checked_at=_str(body, "checked_at"),
+        )
+
+
+@dataclass(frozen=True)
+class Unreachable(_BindingAlert):
+    """The exchange could not be asked about this key in several audits in a row."""
+
+    TYPE: ClassVar[str] = "binding_unreachable"
+
+    unknown_streak: int | None = None
+    findings: tuple[AlertFinding, ...] = ()
+    checked_at: str | None = None
+    status: str | None = None  # the last known (stored) status; None in older messages
+
+    def to_body(self) -> dict[str, Any]:
+        body = {
+            **self._binding_body(self.TYPE),
+            "unknown_streak": self.unknown_streak,
+            "findings": [f.to_body() for f in self.findings],
+            "checked_at": self.checked_at,
+        }
+        if self.status is not None:
+            body["status"] = self.status
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(
+            **cls._fields_of(body),
+            unknown_streak=_int(body, "unknown_streak"),
+            findings=_findings(body),
+            checked_at=_str(body, "checked_at"),
+            status=_str(body, "status"),
+        )
+
+
+@dataclass(frozen=True)
+class TradingExpiring(_BindingAlert):
+    """Trading rights of a key without IP restriction lapse soon."""
+
+    TYPE: ClassVar[str] = "trading_permission_expiring"
+
+    expires_at: str | None = None
+    days_left: int | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return {**self._binding_body(self.TYPE), "expires_at": self.expires_at, "days_left": self.days_left}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(**cls._fields_of(body), expires_at=_str(body, "expires_at"), days_left=_int(body, "days_left"))
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Many bindings of one exchange failed the same way in one audit run: the platform's to fix.
+
+    `remedy` is what ops does about it; a body without one (an older message) gets it from
+    INCIDENT_REMEDIES, so every renderer says the same.
+    """
+
+    TYPE: ClassVar[str] = "incident"
+
+    run_id: str | None = None
+    exchange: str | None = None
+    code: str | None = None
+    count: int | None = None
+    total: int | None = None
+    share: float | None = None  # count / total, 0..1
+    likely_cause: str | None = None
+    detected_at: str | None = None
+    exchange_name: str | None = None
+    remedy: str = ""  # empty: INCIDENT_REMEDIES' for the code
+
+    def __post_init__(self) -> None:
+        if not self.remedy:
+            object.__setattr__(self, "remedy", incident_remedy(self.code))
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.TYPE,
+            "run_id": self.run_id,
+            "exchange": self.exchange,
+            "code": self.code,
+            "count": self.count,
+            "total": self.total,
+            "share": self.share,
+            "likely_cause": self.likely_cause,
+            "detected_at": self.detected_at,
+        }
+        if self.exchange_name is not None:
+            body["exchange_name"] = self.exchange_name
+        body["remedy"] = self.remedy
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(
+            run_id=_str(body, "run_id"),
+            exchange=_str(body, "exchange"),
+            code=_str(body, "code"),
+            count=_int(body, "count"),
+            total=_int(body, "total"),
+            share=_number(body, "share"),
+            likely_cause=_str(body, "likely_cause"),
+            detected_at=_str(body, "detected_at"),
+            exchange_name=_name(body.get("exchange_name")),
+            remedy=_str(body, "remedy") or "",
+        )
+
+
+@dataclass(frozen=True)
+class NewlyFailing:
+    """One binding an audit found newly failing, as its summary lists it."""
+
+    binding_id: str | None = None
+    tenant: str | None = None
+    user_id: str | None = None
+    exchange: str | None = None
+    codes: tuple[str, ...] = ()
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "binding_id": self.binding_id,
+            "tenant": self.tenant,
+            "user_id": self.user_id,
+            "exchange": self.exchange,
+            "codes": list(self.codes),
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        codes = body.get("codes") or []
+        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            raise MalformedAlert("a newly failing binding's 'codes' is not a list of strings")
+        return cls(
+            binding_id=_str(body, "binding_id"),
+            tenant=_str(body, "tenant"),
+            user_id=_str(body, "user_id"),
+            exchange=_str(body, "exchange"),
+            codes=tuple(codes),
+        )
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    """One audit run: counts by status (overall and by exchange), newly failing keys, incidents."""
+
+    TYPE: ClassVar[str] = "audit_summary"
+
+    run_id: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    checks_per_second: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # total, healthy, degraded, failing, unknown
+    by_exchange: dict[str, dict[str, int]] = field(default_factory=dict)
+    newly_failing_count: int | None = None  # exact; `newly_failing` lists the first ones only
+    newly_failing: tuple[NewlyFailing, ...] = ()
+    incidents: tuple[Incident, ...] = ()
+    exchange_names: dict[str, str] | None = None  # id -> the exchange's own spelling
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.TYPE,
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_seconds": self.duration_seconds,
+            "checks_per_second": self.checks_per_second,
+            "counts": dict(self.counts),
+            "by_exchange": {name: dict(row) for name, row in self.by_exchange.items()},
+            "newly_failing_count": self.newly_failing_count,
+            "newly_failing": [n.to_body() for n in self.newly_failing],
+            "incidents": [i.to_body() for i in self.incidents],
+        }
+        if self.exchange_names is not None:
+            body["exchange_names"] = dict(self.exchange_names)
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        by_exchange = body.get("by_exchange") or {}
+        if not isinstance(by_exchange, dict):
+            raise MalformedAlert("'by_exchange' is not an object")
+        return cls(
+            run_id=_str(body, "run_id"),
+            started_at=_str(body, "started_at"),
+            finished_at=_str(body, "finished_at"),
+            duration_seconds=_number(body, "duration_seconds"),
+            checks_per_second=_number(body, "checks_per_second"),
+            counts=_counts(body.get("counts"), "counts"),
+            by_exchange={str(name): _counts(row, f"by_exchange.{name}") for name, row in by_exchange.items()},
+            newly_failing_count=_int(body, "newly_failing_count"),
+            newly_failing=tuple(NewlyFailing.from_body(n) for n in _objects(body, "newly_failing")),
+            incidents=tuple(Incident.from_body(i) for i in _objects(body, "incidents")),
+            exchange_names=_names(body.get("exchange_names")),
+        )
+
+
+@dataclass(frozen=True)
+class UnknownAlert:
+    """A body of a type this version does not know, or of a known type in a shape it cannot read:
+    kept as it came, and shown as it came."""
+
+    TYPE: ClassVar[str] = "unknown"
+
+    body: Mapping[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # why a known type could not be read (None: the type is unknown)
+
+    @property
+    def type(self) -> str:
+        """The type the body says it is ("alert" when it says none)."""
+        return str(self.body.get("type") or "alert")
+
+    def to_body(self) -> dict[str, Any]:
+        return dict(self.body)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        return cls(dict(body))
+
+
+AlertMessage = StatusChanged | Unreachable | TradingExpiring | Incident | AuditSummary | UnknownAlert
+
+KNOWN_TYPES: dict[str, type[StatusChanged | Unreachable | TradingExpiring | Incident | AuditSummary]] = {
+    kind.TYPE: kind for kind in (StatusChanged, Unreachable, TradingExpiring, Incident, AuditSummary)
+}
+
+
+def from_body(body: object) -> AlertMessage:
+    """The typed message for a topic body; never raises. An unknown type, or a known one with a value
+    of the wrong kind, becomes an `UnknownAlert` with the body as it came."""
+    if not isinstance(body, Mapping):
+        return UnknownAlert({"type": "unknown", "message": body}, "the body is not a JSON object")
+    kind = KNOWN_TYPES.get(str(body.get("type")))
+    if kind is None:
+        return UnknownAlert(dict(body))
+    try:
+        return kind.from_body(body)
+    except (AttributeError, TypeError, ValueError) as problem:  # MalformedAlert is a ValueError
+        return UnknownAlert(dict(body), str(problem) or type(problem).__name__)
+
+
+# --- the alert as published ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -36,171 +432,149 @@ class Alert:
         """The per-protocol message: JSON by default, readable text for email."""
         return json.dumps({"default": json.dumps(self.body), "email": self.text})
 
+    @classmethod
+    def of(cls, message: AlertMessage, *, severity: str, exchange: str, status: str) -> Alert:
+        """The alert publishing `message`: its body, and the subject and text email readers get."""
+        from keyhealth.notify import email  # email renders the types defined here
 
-def _subject(text: str) -> str:
-    return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
+        return cls(
+            subject=email.subject(message),
+            body=message.to_body(),
+            text=email.text(message),
+            attributes={"type": message.TYPE, "severity": severity, "exchange": exchange, "status": status},
+        )
+
+
+# --- built from domain objects --------------------------------------------------------------------------------
 
 
 def status_changed(binding: Binding, previous: Status, report: Report, *, exchange_name: str) -> Alert:
     """A binding's status changed (on verify, rotate or audit)."""
-    codes = [f.code.value for f in report.findings if f.severity.value in ("error", "warning")]
-    reason = f" ({', '.join(codes)})" if codes else ""
-    subject = _subject(
-        f"keyhealth: {binding.exchange} binding {binding.binding_id} {previous.value} -> {binding.status.value}{reason}"
+    message = StatusChanged(
+        **_binding_ref(binding, exchange_name),
+        previous_status=previous.value,
+        status=binding.status.value,
+        findings=_alert_findings(report),
+        checked_at=format_time(report.checked_at),
     )
-    findings = [f.to_dict() for f in report.findings]
-    body = {
-        "type": "binding_status_changed",
+    return Alert.of(
+        message,
+        severity=_SEVERITY_OF_STATUS[binding.status],
+        exchange=binding.exchange,
+        status=binding.status.value,
+    )
+
+
+def unreachable(binding: Binding, report: Report, *, exchange_name: str) -> Alert:
+    """The exchange could not be asked about this key in several audits in a row."""
+    message = Unreachable(
+        **_binding_ref(binding, exchange_name),
+        unknown_streak=binding.unknown_streak,
+        findings=_alert_findings(report),
+        checked_at=format_time(report.checked_at),
+        status=binding.status.value,
+    )
+    return Alert.of(message, severity="warning", exchange=binding.exchange, status=binding.status.value)
+
+
+def trading_expiring(binding: Binding, expires_at: Any, days_left: int, *, exchange_name: str) -> Alert:
+    """A reminder that trading rights lapse soon (sent at 14, 7 and 1 days, once each)."""
+    message = TradingExpiring(
+        **_binding_ref(binding, exchange_name), expires_at=format_time(expires_at), days_left=days_left
+    )
+    return Alert.of(message, severity="warning", exchange=binding.exchange, status=binding.status.value)
+
+
+def incident(body: dict[str, Any]) -> Alert:
+    """Many bindings of one exchange failed the same way in one audit run (the audit's incident body;
+    its remedy is added here)."""
+    message = Incident.from_body(body)
+    return Alert.of(message, severity="critical", exchange=str(message.exchange), status="failing")
+
+
+def audit_summary(body: dict[str, Any]) -> Alert:
+    """One audit run's summary (the audit's summary body)."""
+    message = AuditSummary.from_body(body)
+    worst = "critical" if message.incidents else "warning" if message.newly_failing_count else "info"
+    return Alert.of(message, severity=worst, exchange="all", status="summary")
+
+
+def _binding_ref(binding: Binding, exchange_name: str) -> dict[str, Any]:
+    return {
         "binding_id": binding.binding_id,
         "tenant": binding.tenant,
         "user_id": binding.user_id,
         "exchange": binding.exchange,
         "exchange_name": exchange_name,
         "api_key_masked": binding.api_key_masked,
-        "previous_status": previous.value,
-        "status": binding.status.value,
-        "findings": findings,
-        "checked_at": format_time(report.checked_at),
     }
-    lines = [
-        f"The {exchange_name} key {binding.api_key_masked} of user {binding.user_id} "
-        f"went from {previous.value} to {binding.status.value}.",
-        "",
-    ]
-    for finding in report.findings:
-        lines += [f"- {finding.code.value} ({finding.severity.value}): {finding.message}", f"  Fix: {finding.remedy}"]
-    lines += [
-        "",
-        f"Binding: {binding.binding_id}  Tenant: {binding.tenant}  Checked: {format_time(report.checked_at)}",
-    ]
-    return Alert(
-        subject=subject,
-        body=body,
-        text="\n".join(lines),
-        attributes={
-            "type": "binding_status_changed",
-            "severity": _SEVERITY_OF_STATUS[binding.status],
-            "exchange": binding.exchange,
-            "status": binding.status.value,
-        },
-    )
 
 
-def _binding_alert(
-    kind: str, binding: Binding, exchange_name: str, severity: str, subject: str, lines: list[str], **body: Any
-) -> Alert:
-    return Alert(
-        subject=_subject(subject),
-        body={
-            "type": kind,
-            "binding_id": binding.binding_id,
-            "tenant": binding.tenant,
-            "user_id": binding.user_id,
-            "exchange": binding.exchange,
-            "exchange_name": exchange_name,
-            "api_key_masked": binding.api_key_masked,
-            **body,
-        },
-        text="\n".join([*lines, "", f"Binding: {binding.binding_id}  Tenant: {binding.tenant}"]),
-        attributes={
-            "type": kind,
-            "severity": severity,
-            "exchange": binding.exchange,
-            "status": binding.status.value,
-        },
-    )
+def _alert_findings(report: Report) -> tuple[AlertFinding, ...]:
+    return tuple(AlertFinding.from_body(f.to_dict()) for f in report.findings)
 
 
-def unreachable(binding: Binding, report: Report, *, exchange_name: str) -> Alert:
-    """The exchange could not be asked about this key in several audits in a row."""
-    reasons = [f"- {f.code.value}: {f.message}" for f in report.findings]
-    return _binding_alert(
-        "binding_unreachable",
-        binding,
-        exchange_name,
-        "warning",
-        f"keyhealth: {binding.exchange} binding {binding.binding_id} unchecked "
-        f"{binding.unknown_streak} audits in a row",
-        [
-            f"keyhealth could not check the {exchange_name} key {binding.api_key_masked} of user "
-            f"{binding.user_id} in the last {binding.unknown_streak} audits; its last known status is "
-            f"{binding.status.value}.",
-            "",
-            *reasons,
-            "",
-            "What to do: this is the platform's side (network, exchange outage, egress IP); see the findings.",
-        ],
-        unknown_streak=binding.unknown_streak,
-        findings=[f.to_dict() for f in report.findings],
-        checked_at=format_time(report.checked_at),
-    )
+# --- reading bodies ----------------------------------------------------------------------------------------
 
 
-def trading_expiring(binding: Binding, expires_at: Any, days_left: int, *, exchange_name: str) -> Alert:
-    """A reminder that trading rights lapse soon (sent at 14, 7 and 1 days, once each)."""
-    when = format_time(expires_at)
-    return _binding_alert(
-        "trading_permission_expiring",
-        binding,
-        exchange_name,
-        "warning",
-        f"keyhealth: {binding.exchange} binding {binding.binding_id} trading rights lapse in {days_left} days",
-        [
-            f"The {exchange_name} key {binding.api_key_masked} of user {binding.user_id} loses its "
-            f"trading permission on {when} ({days_left} days), because it has no IP restriction.",
-            "",
-            "What to do: ask the user to restrict the key to the platform's egress IPs; restricted keys do not lapse.",
-        ],
-        expires_at=when,
-        days_left=days_left,
-    )
+def _check_type(body: Mapping[str, Any], expected: str) -> None:
+    kind = body.get("type")
+    if kind is not None and kind != expected:
+        raise MalformedAlert(f"a {kind!r} body is not a {expected!r} one")
 
 
-def incident(body: dict[str, Any]) -> Alert:
-    """Many bindings of one exchange failed the same way in one audit run."""
-    share = f"{body['share'] * 100:.0f}%"
-    return Alert(
-        subject=_subject(
-            f"keyhealth: INCIDENT {body['exchange']} {body['code']}: {body['count']} of {body['total']} bindings"
-        ),
-        body=body,
-        text="\n".join(
-            [
-                f"{body['count']} of {body['total']} {body['exchange']} bindings checked in audit {body['run_id']} "
-                f"({share}) came back {body['code']}.",
-                f"Likely cause: {body['likely_cause']}.",
-                "",
-                "What to do: fix the cause on the platform's side; individual alerts for these bindings were "
-                "folded into this one.",
-            ]
-        ),
-        attributes={"type": "incident", "severity": "critical", "exchange": body["exchange"], "status": "failing"},
-    )
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def audit_summary(body: dict[str, Any]) -> Alert:
-    counts = body["counts"]
-    worst = "critical" if body["incidents"] else "warning" if body["newly_failing_count"] else "info"
-    lines = [
-        f"Audit {body['run_id']} checked {counts['total']} bindings in {body['duration_seconds']} s "
-        f"({body['checks_per_second']} checks/s): {counts['healthy']} healthy, {counts['degraded']} degraded, "
-        f"{counts['failing']} failing, {counts['unknown']} unknown.",
-        f"Newly failing: {body['newly_failing_count']}. Incidents: {len(body['incidents'])}.",
-        "",
-    ]
-    for exchange, row in body["by_exchange"].items():
-        lines.append(
-            f"- {exchange}: {row['total']} checked, {row['healthy']} healthy, {row['degraded']} degraded, "
-            f"{row['failing']} failing, {row['unknown']} unknown"
-        )
-    for item in body["incidents"]:
-        lines.append(f"- INCIDENT {item['exchange']} {item['code']}: {item['count']} bindings ({item['likely_cause']})")
-    return Alert(
-        subject=_subject(
-            f"keyhealth: audit {body['run_id']}: {counts['total']} checked, {counts['failing']} failing, "
-            f"{body['newly_failing_count']} newly failing"
-        ),
-        body=body,
-        text="\n".join(lines),
-        attributes={"type": "audit_summary", "severity": worst, "exchange": "all", "status": "summary"},
-    )
+def _str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedAlert(f"{key!r} is not a string")
+
+
+def _int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None or _is_int(value):
+        return value
+    raise MalformedAlert(f"{key!r} is not a whole number")
+
+
+def _number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None or _is_int(value) or isinstance(value, float):
+        return value
+    raise MalformedAlert(f"{key!r} is not a number")
+
+
+def _objects(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise MalformedAlert(f"{key!r} is not a list of objects")
+    return value
+
+
+def _findings(body: Mapping[str, Any]) -> tuple[AlertFinding, ...]:
+    return tuple(AlertFinding.from_body(f) for f in _objects(body, "findings"))
+
+
+def _counts(value: Any, what: str) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in value.items()):
+        raise MalformedAlert(f"{what!r} is not an object of counts")
+    return dict(value)
+
+
+def _name(value: Any) -> str | None:
+    """An exchange's display name is a hint: one of the wrong kind is ignored, not an error."""
+    return value if isinstance(value, str) else None
+
+
+def _names(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}

@@ -1,8 +1,9 @@
 """Slack Block Kit messages for the alert topic's messages (contract section 3).
 
-Pure: a message's JSON body (and its SNS subject) in, an incoming-webhook payload out. No AWS, no HTTP.
-Only what the body says is rendered, and every value from it is escaped: an exchange's verbatim
-error text must not be able to ping `<!channel>` or post a link.
+Pure: a typed message (keyhealth.notify.model, parsed from the topic's JSON body) and its SNS subject in,
+an incoming-webhook payload out. No AWS, no HTTP. Only what the message says is rendered (an incident's
+remedy included: it travels on the incident, so Slack and the email say the same), and every value from it
+is escaped: an exchange's verbatim error text must not be able to ping `<!channel>` or post a link.
 
 Slack's limits (https://api.slack.com/reference/block-kit/blocks): header text 150 characters, section
 text 3000, a field 2000 and 10 fields per section, 10 context elements, 50 blocks per message. Long
@@ -13,8 +14,21 @@ A type this module does not know is rendered generically: a new message type is 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from keyhealth.notify.model import (
+    AlertFinding,
+    AlertMessage,
+    AuditSummary,
+    Incident,
+    NewlyFailing,
+    StatusChanged,
+    TradingExpiring,
+    UnknownAlert,
+    Unreachable,
+    from_body,
+)
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -42,51 +56,67 @@ _SEVERITY_EMOJI = {
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "transient": 2, "info": 3}
 _WHO_ACTS = {"user": "the key's owner", "operator": "ops"}  # the platform's operators
 
-# What ops does about an incident: many keys of one exchange failing the same way at once is
-# the platform's problem (egress IP, exchange outage), not that many users' mistakes.
-_INCIDENT_REMEDY = {
-    "ip_not_whitelisted": "Check that the egress IPs (GET /egress-ips, the NAT gateways' Elastic IPs) have not "
-    "changed. If they did, restore them; only if that is impossible, ask users to whitelist the new ones.",
-    "key_rejected": "Check that the egress IPs have not changed (the exchange rejects keys whose whitelist "
-    "misses our IP this way), then the exchange's status page and API announcements.",
-    "egress_blocked": "The exchange refuses our egress IP (region block or ban): check where the NAT "
-    "gateways' Elastic IPs are located and whether the exchange announced a restriction.",
-    "exchange_unavailable": "Check the exchange's status page; the next audit checks these keys again.",
-    "timeout": "Check the exchange's status page and the NAT gateways; the next audit checks these keys again.",
-    "rate_limited": "The exchange throttles our egress IP: lower AUDIT_BUDGET_SHARE or spread the audit, "
-    "and check whether trading traffic on the same IP grew.",
-    "clock_skew": "Compare the exchange's server time with ours; the next audit checks these keys again.",
-}
-_DEFAULT_INCIDENT_REMEDY = "Check the exchange's status page and API announcements for a change affecting keys."
+Names = Mapping[str, str]  # exchange id -> the exchange's own spelling of its name
 
 
 def blocks_for(
-    body: dict[str, Any], subject: str | None = None, *, exchange_names: Mapping[str, str] | None = None
+    body: Mapping[str, Any], subject: str | None = None, *, exchange_names: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """The webhook payload `{"text": fallback, "blocks": [...]}` for one topic message.
+    """The webhook payload `{"text": fallback, "blocks": [...]}` for one topic message's JSON body."""
+    return render(from_body(body), subject, exchange_names=exchange_names)
+
+
+def render(
+    message: AlertMessage, subject: str | None = None, *, exchange_names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The webhook payload `{"text": fallback, "blocks": [...]}` for one typed message.
 
     `exchange_names` (id -> the exchange's own spelling) names exchanges a message carries no
     name for (a summary's rows, an older message); the message's own names win.
     """
-    carried = body.get("exchange_names")
-    body = {**body, "exchange_names": {**(exchange_names or {}), **(carried if isinstance(carried, dict) else {})}}
-    render = _RENDERERS.get(str(body.get("type")), _generic)
+    names = {**(exchange_names or {}), **_carried_names(message)}
     try:
-        title, blocks = render(body)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        # A known type with an unexpected shape still reaches Slack, as it came.
-        title, blocks = _generic(body)
+        title, blocks = _layout(message, names)
+    except (AttributeError, KeyError, TypeError, ValueError) as problem:
+        # A message this module cannot lay out still reaches Slack, as it came.
+        title, blocks = _generic(UnknownAlert(message.to_body(), type(problem).__name__), names)
     fallback = subject or title
     return {"text": _clip(_escape(fallback), FALLBACK_LIMIT), "blocks": _within_block_limit(blocks)}
+
+
+def _layout(message: AlertMessage, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    match message:
+        case StatusChanged():
+            return _status_changed(message, names)
+        case Unreachable():
+            return _unreachable(message, names)
+        case TradingExpiring():
+            return _expiring(message, names)
+        case Incident():
+            return _incident(message, names)
+        case AuditSummary():
+            return _audit_summary(message, names)
+        case UnknownAlert():
+            return _generic(message, names)
+
+
+def _carried_names(message: AlertMessage) -> dict[str, str]:
+    if isinstance(message, AuditSummary):
+        return dict(message.exchange_names or {})
+    if isinstance(message, UnknownAlert):
+        carried = message.body.get("exchange_names")
+        if isinstance(carried, dict):
+            return {k: v for k, v in carried.items() if isinstance(k, str) and isinstance(v, str)}
+    return {}
 
 
 # --- one renderer per message type: (fallback title, blocks) ---------------------------------------------
 
 
-def _status_changed(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    exchange = _exchange_name(body.get("exchange"), body)
-    previous, status = str(body.get("previous_status", "?")), str(body.get("status", "?"))
-    key, user = body.get("api_key_masked"), body.get("user_id")
+def _status_changed(message: StatusChanged, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    previous, status = _or(message.previous_status, "?"), _or(message.status, "?")
+    key, user = message.api_key_masked, message.user_id
     title = f"{exchange} key {key} of user {user}: {previous} → {status}"
     happened = {
         "failing": "is now *failing*: it cannot do what the platform needs.",
@@ -94,7 +124,7 @@ def _status_changed(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         "healthy": "is *healthy* again.",
         "unknown": "could not be checked: the exchange did not answer.",
     }.get(status, f"went from *{_escape(previous)}* to *{_escape(status)}*.")
-    findings = _findings(body.get("findings"))
+    findings = _by_severity(message.findings)
     todo = _what_to_do(findings) or (
         "*What to do:* nothing, the key passes every check."
         if status == "healthy"
@@ -106,24 +136,24 @@ def _status_changed(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         *_fields(
             [
                 ("Exchange", _escape(exchange)),
-                ("Binding", _code(body.get("binding_id"))),
+                ("Binding", _code(message.binding_id)),
                 ("User", _code(user)),
                 ("Status change", f"{_escape(previous)} → *{_escape(status)}*"),
                 ("Key", _code(key)),
-                ("Tenant", _code(body.get("tenant"))),
+                ("Tenant", _code(message.tenant)),
             ]
         ),
         *_finding_blocks(findings),
-        _context([f"Checked {_escape(body.get('checked_at') or 'at an unknown time')}", "keyhealth"]),
+        _context([f"Checked {_escape(message.checked_at or 'at an unknown time')}", "keyhealth"]),
     ]
     return title, blocks
 
 
-def _unreachable(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    exchange = _exchange_name(body.get("exchange"), body)
-    key, user, streak = body.get("api_key_masked"), body.get("user_id"), body.get("unknown_streak", "several")
+def _unreachable(message: Unreachable, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    key, user, streak = message.api_key_masked, message.user_id, _or(message.unknown_streak, "several")
     title = f"{exchange} key {key} of user {user}: unreachable for {streak} audits"
-    findings = _findings(body.get("findings"))
+    findings = _by_severity(message.findings)
     todo = _what_to_do(findings) or (
         "*What to do (ops):* check the exchange's status and whether it refuses our egress IP."
     )
@@ -136,25 +166,25 @@ def _unreachable(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         *_fields(
             [
                 ("Exchange", _escape(exchange)),
-                ("Binding", _code(body.get("binding_id"))),
+                ("Binding", _code(message.binding_id)),
                 ("User", _code(user)),
                 ("Status", f"unknown for {_escape(streak)} audits"),
                 ("Key", _code(key)),
-                ("Tenant", _code(body.get("tenant"))),
+                ("Tenant", _code(message.tenant)),
             ]
         ),
         *_finding_blocks(findings),
-        _context([f"Checked {_escape(body.get('checked_at') or 'at an unknown time')}", "keyhealth"]),
+        _context([f"Checked {_escape(message.checked_at or 'at an unknown time')}", "keyhealth"]),
     ]
     return title, blocks
 
 
-def _expiring(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    exchange = _exchange_name(body.get("exchange"), body)
-    key, user, days = body.get("api_key_masked"), body.get("user_id"), body.get("days_left")
+def _expiring(message: TradingExpiring, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    key, user, days = message.api_key_masked, message.user_id, message.days_left
     in_days = "soon" if days is None else f"in {days} day{'' if days == 1 else 's'}"
     title = f"{exchange} key {key} of user {user}: trading rights expire {in_days}"
-    expires = body.get("expires_at") or "soon"
+    expires = message.expires_at or "soon"
     blocks = [
         _header(f":hourglass_flowing_sand: {title}"),
         _section(
@@ -167,11 +197,11 @@ def _expiring(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         *_fields(
             [
                 ("Exchange", _escape(exchange)),
-                ("Binding", _code(body.get("binding_id"))),
+                ("Binding", _code(message.binding_id)),
                 ("User", _code(user)),
                 ("Expires", _escape(expires)),
                 ("Key", _code(key)),
-                ("Tenant", _code(body.get("tenant"))),
+                ("Tenant", _code(message.tenant)),
             ]
         ),
         _context(["keyhealth"]),
@@ -179,45 +209,43 @@ def _expiring(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return title, blocks
 
 
-def _incident(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    exchange = _exchange_name(body.get("exchange"), body)
-    code, count, total = str(body.get("code", "?")), body.get("count", "?"), body.get("total", "?")
+def _incident(message: Incident, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    code, count, total = _or(message.code, "?"), _or(message.count, "?"), _or(message.total, "?")
     title = f"Incident: {count} of {total} {exchange} keys failing with {code}"
     blocks = [
         _header(f":rotating_light: {title}"),
-        _section(_incident_text(body, exchange)),
+        _section(_incident_text(message, exchange)),
         *_fields(
             [
                 ("Exchange", _escape(exchange)),
                 ("Code", _code(code)),
-                ("Affected", f"{_escape(count)} of {_escape(total)} keys{_share(body.get('share'))}"),
-                ("Audit run", _code(body.get("run_id"))),
+                ("Affected", f"{_escape(count)} of {_escape(total)} keys{_share(message.share)}"),
+                ("Audit run", _code(message.run_id)),
             ]
         ),
-        _context([f"Detected {_escape(body.get('detected_at') or 'at an unknown time')}", "keyhealth"]),
+        _context([f"Detected {_escape(message.detected_at or 'at an unknown time')}", "keyhealth"]),
     ]
     return title, blocks
 
 
-def _incident_text(incident: dict[str, Any], exchange: str) -> str:
-    code = str(incident.get("code", "?"))
+def _incident_text(incident: Incident, exchange: str) -> str:
     lines = [
-        f"{_escape(incident.get('count', '?'))} of {_escape(incident.get('total', '?'))} {_escape(exchange)} keys"
-        f"{_share(incident.get('share'))} failed with {_code(code)} in one audit: one cause on the platform's "
-        "or the exchange's side, not that many users' mistakes."
+        f"{_escape(_or(incident.count, '?'))} of {_escape(_or(incident.total, '?'))} {_escape(exchange)} keys"
+        f"{_share(incident.share)} failed with {_code(_or(incident.code, '?'))} in one audit: one cause on the "
+        "platform's or the exchange's side, not that many users' mistakes."
     ]
-    if incident.get("likely_cause"):
-        lines.append(f"*Likely cause:* {_escape(incident['likely_cause'])}")
-    lines.append(f"*What to do:* {_escape(_INCIDENT_REMEDY.get(code, _DEFAULT_INCIDENT_REMEDY))}")
+    if incident.likely_cause:
+        lines.append(f"*Likely cause:* {_escape(incident.likely_cause)}")
+    lines.append(f"*What to do:* {_escape(incident.remedy)}")
     return "\n".join(lines)
 
 
-def _audit_summary(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    counts = body.get("counts") or {}
+def _audit_summary(message: AuditSummary, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    counts = message.counts
     total = counts.get("total", "?")
     title = f"keyhealth audit: {counts.get('failing', 0)} failing, {counts.get('degraded', 0)} degraded of {total} keys"
-    incidents = [i for i in body.get("incidents") or [] if isinstance(i, dict)]
-    newly_failing = [n for n in body.get("newly_failing") or [] if isinstance(n, dict)]
+    incidents, newly_failing = message.incidents, message.newly_failing
     if incidents:
         emoji, todo = (
             ":rotating_light:",
@@ -228,39 +256,36 @@ def _audit_summary(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     else:
         emoji, todo = ":large_green_circle:", "Nothing: no key started failing."
     run = (
-        f"Audit run {_code(body.get('run_id'))} checked {_escape(total)} keys"
-        f"{_optional(' in {}s', body.get('duration_seconds'))}"
-        f"{_optional(' ({} checks/s)', body.get('checks_per_second'))}: "
+        f"Audit run {_code(message.run_id)} checked {_escape(total)} keys"
+        f"{_optional(' in {}s', message.duration_seconds)}"
+        f"{_optional(' ({} checks/s)', message.checks_per_second)}: "
         f"{_counts(counts)}."
     )
     blocks = [
         _header(f"{emoji} {title}"),
         _section(f"{run}\n\n*What to do:* {todo}"),
+        *_fields(
+            [
+                (_escape(_exchange_name(name, None, names)), _counts(row))
+                for name, row in sorted(message.by_exchange.items())
+            ]
+        ),
     ]
-    by_exchange = body.get("by_exchange") or {}
-    if isinstance(by_exchange, dict):
-        blocks += _fields(
-            [(_escape(_exchange_name(name, body)), _counts(c)) for name, c in sorted(by_exchange.items())]
-        )
     for incident in incidents[:MAX_INCIDENTS]:
-        exchange = _exchange_name(incident.get("exchange"), {**body, **incident})
+        exchange = _exchange_name(incident.exchange, incident.exchange_name, names)
         blocks.append(
             _section(f":rotating_light: *Incident on {_escape(exchange)}*\n{_incident_text(incident, exchange)}")
         )
     if len(incidents) > MAX_INCIDENTS:
         blocks.append(_context([f"and {len(incidents) - MAX_INCIDENTS} more incidents"]))
     if newly_failing:
-        lines = [
-            f"{_escape(_exchange_name(n.get('exchange'), body))} {_code(n.get('binding_id'))} of user "
-            f"{_code(n.get('user_id'))}: {', '.join(_code(c) for c in n.get('codes') or []) or 'no code'}"
-            for n in newly_failing
-        ]
+        lines = [_newly_failing_line(n, names) for n in newly_failing]
         blocks.append(_list_section(f"*Newly failing ({len(newly_failing)})*", lines, "keys"))
     blocks.append(
         _context(
             [
-                f"Started {_escape(body.get('started_at') or '?')}",
-                f"finished {_escape(body.get('finished_at') or '?')}",
+                f"Started {_escape(message.started_at or '?')}",
+                f"finished {_escape(message.finished_at or '?')}",
                 "keyhealth",
             ]
         )
@@ -268,11 +293,31 @@ def _audit_summary(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return title, blocks
 
 
-def _generic(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    kind = str(body.get("type") or "alert")
+def _newly_failing_line(binding: NewlyFailing, names: Names) -> str:
+    codes = ", ".join(_code(c) for c in binding.codes) or "no code"
+    return (
+        f"{_escape(_exchange_name(binding.exchange, None, names))} {_code(binding.binding_id)} of user "
+        f"{_code(binding.user_id)}: {codes}"
+    )
+
+
+def _generic(message: UnknownAlert, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    body = message.body
+    kind = message.type
     title = f"keyhealth: {kind}"
+    exchange = body.get("exchange")
+    own_name = body.get("exchange_name")
     known = [
-        ("Exchange", _escape(_exchange_name(body["exchange"], body)) if body.get("exchange") else None),
+        (
+            "Exchange",
+            _escape(
+                _exchange_name(exchange, own_name if isinstance(own_name, str) else None, names)
+                if isinstance(exchange, str)
+                else exchange
+            )
+            if exchange
+            else None,
+        ),
         ("Binding", _code(body["binding_id"]) if body.get("binding_id") else None),
         ("User", _code(body["user_id"]) if body.get("user_id") else None),
         ("Status", _escape(body["status"]) if body.get("status") else None),
@@ -291,54 +336,44 @@ def _generic(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return title, blocks
 
 
-_RENDERERS: dict[str, Callable[[dict[str, Any]], tuple[str, list[dict[str, Any]]]]] = {
-    "binding_status_changed": _status_changed,
-    "binding_unreachable": _unreachable,
-    "trading_permission_expiring": _expiring,
-    "incident": _incident,
-    "audit_summary": _audit_summary,
-}
-
-
 # --- findings ----------------------------------------------------------------------------------------------
 
 
-def _findings(raw: Any) -> list[dict[str, Any]]:
-    findings = [f for f in raw or [] if isinstance(f, dict)]
-    return sorted(findings, key=lambda f: _SEVERITY_ORDER.get(str(f.get("severity")), len(_SEVERITY_ORDER)))
+def _by_severity(findings: Sequence[AlertFinding]) -> list[AlertFinding]:
+    return sorted(findings, key=lambda f: _SEVERITY_ORDER.get(str(f.severity), len(_SEVERITY_ORDER)))
 
 
-def _what_to_do(findings: Sequence[dict[str, Any]]) -> str | None:
+def _what_to_do(findings: Sequence[AlertFinding]) -> str | None:
     """The most severe actionable finding's remedy, saying who acts."""
-    actionable = [f for f in findings if f.get("remedy") and f.get("severity") != "info"]
+    actionable = [f for f in findings if f.remedy and f.severity != "info"]
     if not actionable:
         return None
     first = actionable[0]
-    who = _WHO_ACTS.get(str(first.get("audience")))
-    text = f"*What to do{f' ({who})' if who else ''}:* {_escape(first['remedy'])}"
+    who = _WHO_ACTS.get(str(first.audience))
+    text = f"*What to do{f' ({who})' if who else ''}:* {_escape(first.remedy)}"
     others = len(actionable) - 1
     if others:
         text += f"\n{_plural(others, 'other finding')} below {'has its' if others == 1 else 'have their'} own fix."
     return text
 
 
-def _finding_text(finding: dict[str, Any]) -> str:
-    severity = str(finding.get("severity", "?"))
-    who = _WHO_ACTS.get(str(finding.get("audience")))
+def _finding_text(finding: AlertFinding) -> str:
+    severity = _or(finding.severity, "?")
+    who = _WHO_ACTS.get(str(finding.audience))
     lines = [
-        f"{_SEVERITY_EMOJI.get(severity, ':grey_question:')} {_code(finding.get('code'))} "
+        f"{_SEVERITY_EMOJI.get(severity, ':grey_question:')} {_code(finding.code)} "
         f"({_escape(severity)}{f', for {who}' if who else ''})"
     ]
-    if finding.get("message"):
-        lines.append(_escape(finding["message"]))
-    if finding.get("remedy"):
-        lines.append(f"*Fix:* {_escape(finding['remedy'])}")
-    if finding.get("exchange_code") is not None or finding.get("exchange_message"):
+    if finding.message:
+        lines.append(_escape(finding.message))
+    if finding.remedy:
+        lines.append(f"*Fix:* {_escape(finding.remedy)}")
+    if finding.exchange_code is not None or finding.exchange_message:
         said = " ".join(
             part
             for part in (
-                _code(finding.get("exchange_code")) if finding.get("exchange_code") is not None else "",
-                _escape(finding.get("exchange_message") or ""),
+                _code(finding.exchange_code) if finding.exchange_code is not None else "",
+                _escape(finding.exchange_message or ""),
             )
             if part
         )
@@ -346,14 +381,14 @@ def _finding_text(finding: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _finding_blocks(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _finding_blocks(findings: Sequence[AlertFinding]) -> list[dict[str, Any]]:
     if not findings:
         return []
     blocks: list[dict[str, Any]] = [{"type": "divider"}]
     blocks += [_section(_finding_text(f)) for f in findings[:MAX_FINDINGS]]
     rest = findings[MAX_FINDINGS:]
     if rest:
-        codes = ", ".join(_escape(f.get("code", "?")) for f in rest)
+        codes = ", ".join(_escape(_or(f.code, "?")) for f in rest)
         blocks.append(_context([f"and {len(rest)} more findings: {codes}"]))
     return blocks
 
@@ -429,15 +464,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _exchange_name(value: Any, body: dict[str, Any]) -> str:
-    """The exchange's own spelling of its name, as the alert carries it (`exchange_name`, or the
-    summary's `exchange_names`); the bare id when an older message lacks it."""
-    if body.get("exchange") == value and isinstance(body.get("exchange_name"), str):
-        return str(body["exchange_name"])
-    names = body.get("exchange_names")
-    if isinstance(names, dict) and isinstance(names.get(value), str):
-        return str(names[value])
-    return str(value or "unknown exchange")
+def _exchange_name(exchange: str | None, own: str | None, names: Names) -> str:
+    """The exchange's own spelling of its name, as the message carries it (`own`, or the summary's
+    names) or the notifier knows it; the bare id when an older message lacks it."""
+    if own is not None:
+        return own
+    if exchange is not None and exchange in names:
+        return names[exchange]
+    return str(exchange or "unknown exchange")
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _plural(count: int, noun: str) -> str:
@@ -452,8 +490,6 @@ def _optional(template: str, value: Any) -> str:
     return "" if value is None else template.format(_escape(value))
 
 
-def _counts(counts: Any) -> str:
-    if not isinstance(counts, dict):
-        return _escape(counts)
+def _counts(counts: Mapping[str, int]) -> str:
     order = ("healthy", "degraded", "failing", "unknown")
     return ", ".join(f"{_escape(counts.get(name, 0))} {name}" for name in order)

@@ -13,8 +13,9 @@ from typing import Any
 
 from keyhealth.domain.credentials import Secret
 from keyhealth.domain.model import format_time, utc_now
+from keyhealth.notify.model import AlertMessage, from_body
 from keyhealth.notify.ports import DeadLetters, Delivery, WebhookPoster
-from keyhealth.notify.slack import blocks_for
+from keyhealth.notify.slack import render
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class TopicMessage:
             return body
         return {"type": self.attributes.get("type") or "unknown", "message": self.message}
 
+    def alert(self) -> AlertMessage:
+        """The typed message; one this version cannot read is an `UnknownAlert`, shown as it came."""
+        return from_body(self.body())
+
 
 class Undelivered(Exception):
     """Slack did not take a message and there is no dead-letter queue to keep it: the invocation must fail."""
@@ -92,7 +97,7 @@ def relay(
     exchange_names: Mapping[str, str] | None = None,
 ) -> Delivery:
     """Post the message's Block Kit rendering; dead-letter it if Slack refuses it or retries run out."""
-    payload = blocks_for(message.body(), message.subject, exchange_names=exchange_names)
+    payload = render(message.alert(), message.subject, exchange_names=exchange_names)
     delivery = webhook.post(url, payload, deadline=deadline)
     if delivery.delivered:
         return delivery

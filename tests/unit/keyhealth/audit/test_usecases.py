@@ -3,193 +3,33 @@ the rate budget, the circuit, the binding and the run, for each answer an exchan
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from keyhealth.audit.model import AuditTask, HeldAlert
-from keyhealth.audit.ports import CircuitState, RunState
+from keyhealth.audit.model import AuditTask
+from keyhealth.audit.ports import CircuitState
 from keyhealth.audit.usecases import AuditDeps, audit_batch, audit_one
 from keyhealth.bindings.model import Binding
 from keyhealth.bindings.ports import Services
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
-from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
 from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.findings import make_finding
 from keyhealth.domain.model import FindingCode, Report, Scope, Status
 from keyhealth.exchanges import binance
 from keyhealth.exchanges.registry import RATE_PLANS as PLANS
 from keyhealth.exchanges.registry import Exchange, spec
+from tests.support.clock import FakeClock
+from tests.support.fakes import FakeAlerts, FakeBindings, FakeBudget, FakeChecker, FakeCircuit, FakeRuns, FakeSecrets
 
 C = FindingCode
 TENANT = "123456789012:role/platform"
 EGRESS = ("203.0.113.10",)
 START = 1_700_000_000.0
 SAPI = f"sapi:{binance.API_RESTRICTIONS_PATH}"
-
-
-# ------------------------------------------------------------------------------- fakes
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC).replace(microsecond=0)
-
-
-class FakeBudget:
-    def __init__(self, *, grant: bool = True) -> None:
-        self.grant = grant
-        self.acquired: list[tuple[Exchange, dict[str, int], float]] = []
-        self.settled: list[tuple[Exchange, dict[str, int]]] = []
-
-    def acquire(self, exchange: Exchange, cost: Mapping[str, int], *, deadline: float) -> bool:
-        self.acquired.append((exchange, dict(cost), deadline))
-        return self.grant
-
-    def settle(self, exchange: Exchange, extra: Mapping[str, int]) -> None:
-        self.settled.append((exchange, dict(extra)))
-
-
-class FakeCircuit:
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.states: dict[Exchange, CircuitState] = {}
-        self.trips: list[tuple[Exchange, float, str]] = []
-        self.closed: list[Exchange] = []
-
-    def state(self, exchange: Exchange) -> CircuitState:
-        return self.states.get(exchange, CircuitState())
-
-    def trip(self, exchange: Exchange, seconds: float, code: str) -> CircuitState:
-        self.trips.append((exchange, seconds, code))
-        old = self.state(exchange)
-        self.states[exchange] = CircuitState(self.clock() + seconds, code, old.strikes + 1)
-        return self.states[exchange]
-
-    def close(self, exchange: Exchange) -> None:
-        self.closed.append(exchange)
-        self.states[exchange] = replace(self.state(exchange), strikes=0)
-
-
-class FakeRuns:
-    def __init__(self) -> None:
-        self.states: dict[str, RunState] = {}
-        self.counts: dict[str, Counter[str]] = {}
-        self.held_alerts: dict[str, dict[tuple[str, str], HeldAlert]] = {}
-        self.claimed: set[str] = set()
-        self.finished: dict[str, dict[str, Any]] = {}
-        self.records: list[tuple[str, dict[str, int], int]] = []
-
-    def start(self, run_id: str, started_at: datetime) -> RunState:
-        assert run_id not in self.states
-        self.states[run_id] = RunState(run_id, started_at)
-        self.counts[run_id] = Counter()
-        self.held_alerts[run_id] = {}
-        return self.states[run_id]
-
-    def dispatched(self, run_id: str, tasks_total: int) -> RunState:
-        self.states[run_id] = replace(self.states[run_id], dispatch_done=True, tasks_total=tasks_total)
-        return self.states[run_id]
-
-    def record(self, run_id: str, counters: Mapping[str, int], held: list[HeldAlert], tasks_done: int) -> RunState:
-        self.records.append((run_id, dict(counters), tasks_done))
-        self.counts[run_id].update(counters)
-        for alert in held:
-            self.held_alerts[run_id][(alert.binding_id, alert.kind)] = alert
-        state = self.states[run_id]
-        self.states[run_id] = replace(state, tasks_done=state.tasks_done + tasks_done)
-        return self.states[run_id]
-
-    def claim_finalization(self, run_id: str) -> bool:
-        if not self.states[run_id].complete or run_id in self.claimed:
-            return False
-        self.claimed.add(run_id)
-        return True
-
-    def load(self, run_id: str) -> RunState | None:
-        return self.states.get(run_id)
-
-    def counters(self, run_id: str) -> dict[str, int]:
-        return dict(self.counts[run_id])
-
-    def held(self, run_id: str) -> Iterator[HeldAlert]:
-        yield from self.held_alerts[run_id].values()
-
-    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> None:
-        self.finished[run_id] = summary
-        self.states[run_id] = replace(self.states[run_id], finished=True)
-
-
-class FakeBindings:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Binding] = {}
-        self.saves = 0
-        self.conflicts_left = 0  # the next saves that find the binding changed meanwhile
-        self.fail_saves = False
-
-    def add(self, binding: Binding) -> Binding:
-        self.items[(binding.tenant, binding.binding_id)] = binding
-        return binding
-
-    def get(self, tenant: str, binding_id: str) -> Binding | None:
-        return self.items.get((tenant, binding_id))
-
-    def save(self, binding: Binding, *, previous: Binding) -> Binding:
-        if self.fail_saves:
-            raise StorageAdapterError("dynamodb:PutItem(save)", "ProvisionedThroughputExceededException")
-        stored = self.items[(binding.tenant, binding.binding_id)]
-        if self.conflicts_left:
-            self.conflicts_left -= 1
-            self.items[(stored.tenant, stored.binding_id)] = replace(stored, version=stored.version + 1)
-            raise ConcurrentUpdate("changed meanwhile")
-        if stored.version != previous.version:
-            raise ConcurrentUpdate("changed meanwhile")
-        saved = replace(binding, version=previous.version + 1)
-        self.items[(binding.tenant, binding.binding_id)] = saved
-        self.saves += 1
-        return saved
-
-
-class FakeSecrets:
-    def __init__(self) -> None:
-        self.reads: list[str] = []
-
-    def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials:
-        self.reads.append(secret_id)
-        return Credentials(api_key="k" * 64, api_secret=Secret("s" * 64))
-
-
-class FakeAlerts:
-    def __init__(self) -> None:
-        self.published = []
-
-    def publish(self, alert) -> None:
-        self.published.append(alert)
-
-    def types(self) -> list[str]:
-        return [a.body["type"] for a in self.published]
-
-
-class FakeAdapter:
-    """Answers each check with the next chosen result (the last one repeats)."""
-
-    def __init__(self, exchange: Exchange, *results: CheckResult) -> None:
-        self.exchange = exchange
-        self.spec = spec(exchange)
-        self.results = list(results)
-        self.calls: list[dict[str, Any]] = []
-
-    def check(self, credentials: Credentials, scopes, *, identify_account: bool = False, thorough: bool = True):
-        self.calls.append({"scopes": tuple(scopes), "thorough": thorough, "identify_account": identify_account})
-        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+CREDENTIALS = Credentials(api_key="k" * 64, api_secret=Secret("s" * 64))
 
 
 @dataclass
@@ -201,16 +41,18 @@ class World:
     bindings: FakeBindings
     secrets: FakeSecrets
     alerts: FakeAlerts
-    adapters: dict[Exchange, FakeAdapter]
+    adapters: dict[Exchange, FakeChecker]
     deps: AuditDeps
     tasks: list[tuple[str, AuditTask]] = field(default_factory=list)
 
-    def answer(self, exchange: Exchange, *results: CheckResult) -> FakeAdapter:
+    def answer(self, exchange: Exchange, *results: CheckResult) -> FakeChecker:
         self.adapters[exchange].results = list(results)
         return self.adapters[exchange]
 
     def bind(self, exchange: Exchange, binding_id: str, status: Status = Status.HEALTHY, **changes: Any) -> Binding:
-        return self.bindings.add(make_binding(exchange, binding_id, status, self.clock.datetime(), **changes))
+        binding = make_binding(exchange, binding_id, status, self.clock.datetime(), **changes)
+        self.secrets.add(binding.secret_id, CREDENTIALS)
+        return self.bindings.add(binding)
 
     def task(self, binding: Binding | str, run_id: str = "run-1", exchange: Exchange = Exchange.BINANCE):
         binding_id = binding if isinstance(binding, str) else binding.binding_id
@@ -231,7 +73,7 @@ def make_binding(exchange: Exchange, binding_id: str, status: Status, now: datet
         label=None,
         key_type=KeyType.HMAC,
         api_key_masked="kkkk...kkkk",
-        api_key_hash="0" * 64,
+        api_key_hash=binding_id.rjust(64, "0"),  # one key per binding
         scopes=(Scope.SPOT,),
         status=status,
         created_at=now - timedelta(days=30),
@@ -254,7 +96,7 @@ def result(
 
 @pytest.fixture
 def world() -> World:
-    clock = FakeClock()
+    clock = FakeClock(START)
     budget, circuit, runs = FakeBudget(), FakeCircuit(clock), FakeRuns()
     bindings, secrets, alerts = FakeBindings(), FakeSecrets(), FakeAlerts()
     healthy_requests = {
@@ -262,7 +104,7 @@ def world() -> World:
         Exchange.BITGET: ("/api/v2/spot/account/info",),
         Exchange.BINGX: ("/openApi/v1/account/apiPermissions",),
     }
-    adapters = {e: FakeAdapter(e, result(e, requests=healthy_requests[e])) for e in Exchange}
+    adapters = {e: FakeChecker(e, result(e, requests=healthy_requests[e])) for e in Exchange}
     services = Services(
         checkers=adapters,  # type: ignore[arg-type]
         bindings=bindings,  # type: ignore[arg-type]
@@ -504,7 +346,7 @@ def test_a_binding_changed_meanwhile_is_read_again_and_assessed_from_its_new_sta
 
 def test_a_storage_failure_returns_the_task_for_retry(world):
     binding = world.bind(Exchange.BINANCE, "bnd_1")
-    world.bindings.fail_saves = True
+    world.bindings.fail("save")
     outcome = run_batch(world, world.task(binding))
     assert (outcome.done, list(outcome.retry)) == (0, ["m-0"])
     assert world.runs.records == []

@@ -16,6 +16,8 @@ def test_retry_after_in_seconds_and_as_an_http_date():
     assert retry_after_seconds("Fri, 15 Jan 2027 08:00:00 GMT", target - 120) == pytest.approx(120)
     assert retry_after_seconds("Fri, 15 Jan 2027 08:00:00 GMT", target + 60) == 0  # a date in the past
     assert retry_after_seconds("soon", target) is None
+    assert retry_after_seconds("nan", target) is None
+    assert retry_after_seconds("inf", target) is None
     assert retry_after_seconds(None, target) is None
 
 

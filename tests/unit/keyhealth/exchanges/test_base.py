@@ -18,16 +18,9 @@ from keyhealth.domain.http import HttpRequest, HttpResponse
 from keyhealth.domain.model import Audience, FindingCode, Permissions, Scope, Status
 from keyhealth.exchanges import binance, bitget
 from keyhealth.exchanges.base import ExchangeAdapter, ExchangeError, ReportDraft
+from tests.support.clock import FakeClock
 
 CREDS = Credentials("fake-key-0001", Secret("CANARY-base-secret"))
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeExchange:
@@ -75,7 +68,7 @@ class FakeAdapter(ExchangeAdapter):
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_800_000_000.0)
 
 
 @pytest.fixture

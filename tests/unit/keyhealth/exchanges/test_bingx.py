@@ -35,6 +35,7 @@ from keyhealth.exchanges.bingx import (
     sign,
     signed_query,
 )
+from tests.support.clock import FakeClock
 
 EGRESS = "203.0.113.10"
 API_KEY = "Ab12" * 16
@@ -44,14 +45,6 @@ NOW = 1_790_000_000.0
 # exchanges.md 3.2, published BingX vectors (recomputed there).
 SPOT_SECRET = "UuGuyEGt6ZEkpUObCYCmIfh0elYsZVh80jlYwpJuRZEw70t6vomMH7Sjmf94ztSI"
 SWAP_SECRET = "mheO6dR8ovSsxZQCOYEFCtelpuxcWGTfHw7te326y6jOwq5WpvFQ9JNljoTwBXZGv5It07m9RXSPpDQEK2w"
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ----------------------------------------------------------------------------- signing
@@ -120,7 +113,7 @@ def make_adapter(
         transport=HttpxTransport(client),
         base_url="https://open-api.bingx.com/",
         egress_ips=egress,
-        clock=clock or FakeClock(),
+        clock=clock or FakeClock(NOW),
     )
     return adapter, seen
 
@@ -412,7 +405,7 @@ def test_broken_server_time_answer_is_transient() -> None:
 
 # ----------------------------------------------------------------------------- HTTP-level
 def test_429_without_retry_after_cools_down_for_the_documented_five_minutes() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     adapter, seen = make_adapter(lambda request: httpx.Response(429, text="Too Many Requests"), clock=clock)
     first = check(adapter)
     assert first.report.codes == ["rate_limited"]

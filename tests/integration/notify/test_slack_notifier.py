@@ -20,7 +20,7 @@ from keyhealth.domain.errors import StorageAdapterError
 from keyhealth.domain.model import FindingCode, Status
 from keyhealth.notify.model import Alert
 from keyhealth.notify.usecases import Undelivered
-from tests.integration.slack.conftest import WEBHOOK_PATH, Notifier
+from tests.integration.notify.conftest import WEBHOOK_PATH, Notifier
 from tests.support.slack import (
     audit_summary_body,
     expiring_body,

@@ -6,13 +6,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from keyhealth.adapters.slack_webhook import (
-    RetryPolicy,
-    SlackWebhook,
-    WebhookSecretInvalid,
-    _retry_after,
-    webhook_url_from_secret,
-)
+from keyhealth.adapters.slack_webhook import RetryPolicy, SlackWebhook, WebhookSecretInvalid, webhook_url_from_secret
 from keyhealth.config import ConfigError, Settings
 from keyhealth.domain.credentials import Secret
 
@@ -33,7 +27,7 @@ class Clock:
         self.now += seconds
 
 
-def poster(*answers, policy: RetryPolicy | None = None, jitter: float = 0.5):
+def poster(*answers, policy: RetryPolicy | None = None, jitter: float = 0.5, wall_clock: float | None = None):
     """A poster whose transport plays `answers` in order: a Response, or an exception to raise."""
     script = list(answers)
     seen: list[httpx.Request] = []
@@ -47,7 +41,14 @@ def poster(*answers, policy: RetryPolicy | None = None, jitter: float = 0.5):
 
     clock = Clock()
     client = httpx.Client(transport=httpx.MockTransport(handle))
-    webhook = SlackWebhook(client, policy, sleep=clock.sleep, clock=clock, jitter=lambda: jitter)
+    webhook = SlackWebhook(
+        client,
+        policy,
+        sleep=clock.sleep,
+        clock=clock,
+        jitter=lambda: jitter,
+        wall_clock=lambda: NOW.timestamp() if wall_clock is None else wall_clock,
+    )
     return webhook, clock, seen
 
 
@@ -104,19 +105,27 @@ def test_backoff_is_exponential_with_jitter_and_capped(jitter, retry, wait):
 
 
 @pytest.mark.parametrize(
-    ("header", "seconds"),
+    ("header", "waited"),
     [
         ("3", 3.0),
         (" 1.5 ", 1.5),
         ("-4", 0.0),
-        (format_datetime(NOW + timedelta(seconds=10), usegmt=True), 10.0),
-        ("soon", None),
-        ("nan", None),
-        (None, None),
+        (format_datetime(NOW + timedelta(seconds=10), usegmt=True), 10.0),  # read against the wall clock
+        ("120", 15.0),  # capped
+        ("soon", 0.75),  # unreadable: the back-off
+        ("nan", 0.75),  # not a number of seconds: the back-off
+        (None, 0.75),  # none: the back-off
     ],
 )
-def test_retry_after_is_seconds_or_an_http_date(header, seconds):
-    assert _retry_after(header, NOW) == seconds
+def test_a_429_waits_what_retry_after_says_seconds_or_an_http_date(header, waited):
+    # Given Slack rate-limits the first post, saying how long to wait (or not)
+    headers = {} if header is None else {"Retry-After": header}
+    webhook, clock, seen = poster(httpx.Response(429, headers=headers), httpx.Response(200, text="ok"))
+    # When
+    delivery = webhook.post(URL, {})
+    # Then
+    assert (delivery.delivered, delivery.attempts, len(seen)) == (True, 2, 2)
+    assert clock.sleeps == [waited]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import pytest
 
 from keyhealth.domain.model import FindingCode, Status
 from keyhealth.exchanges.registry import SPECS
-from keyhealth.notify.slack import BLOCK_LIMIT, HEADER_LIMIT, MAX_FINDINGS, SECTION_LIMIT, blocks_for
+from keyhealth.notify.model import from_body
+from keyhealth.notify.slack import BLOCK_LIMIT, HEADER_LIMIT, MAX_FINDINGS, SECTION_LIMIT, blocks_for, render
 from tests.support.slack import (
     all_text,
     audit_summary_body,
@@ -233,3 +234,26 @@ def test_a_known_type_with_an_unexpected_shape_falls_back_to_the_generic_layout(
         {"type": "incident", "count": {"oops": 1}, "share": "most"}, None, exchange_names=EXCHANGE_NAMES
     )
     assert block_kit_problems(payload) == []
+
+
+def test_incident_says_the_remedy_it_carries():
+    # Given an incident whose remedy the publisher chose (newer than this notifier's table)
+    body = incident_body(remedy="Call the exchange's account manager <now>.")
+    # When
+    text = _sections(blocks_for(body, None, exchange_names=EXCHANGE_NAMES))[0]
+    # Then
+    assert "*What to do:* Call the exchange's account manager &lt;now&gt;." in text
+
+
+def test_a_typed_message_renders_as_its_body_does():
+    body = status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED).body
+    assert render(from_body(body), "s", exchange_names=EXCHANGE_NAMES) == blocks_for(
+        body, "s", exchange_names=EXCHANGE_NAMES
+    )
+
+
+def test_the_generic_layout_shows_the_body_without_the_notifiers_names():
+    body = {"type": "key_rotated_by_exchange", "exchange": "bitget"}
+    details = _sections(blocks_for(body, None, exchange_names=EXCHANGE_NAMES))[-1]
+    assert "exchange_names" not in details
+    assert "*Exchange*\nBitget" in _fields(blocks_for(body, None, exchange_names=EXCHANGE_NAMES))

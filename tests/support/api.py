@@ -1,4 +1,4 @@
-"""Request builders shared by the API tests."""
+"""Request builders and stack assertions shared by the API and audit tests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from simulators.base import DemoKey
 from tests.support.events import PLATFORM_A, api_event
+from tests.support.stack import SECRET_PREFIX
 
 
 def bind_body(key: DemoKey, *, user_id: str = "u-42", label: str | None = "grid bot", **overrides: Any) -> dict:
@@ -77,13 +78,13 @@ def created(stack, key: DemoKey, **overrides: Any) -> dict:
 
 
 def secret_of(stack, binding_id: str) -> dict:
-    return stack.secretsmanager.describe_secret(SecretId=f"keyhealth/test-stack/{binding_id}")
+    return stack.secretsmanager.describe_secret(SecretId=f"{SECRET_PREFIX}{binding_id}")
 
 
 def current_api_key(stack, binding_id: str, stage: str = "AWSCURRENT") -> str:
     import json
 
-    value = stack.secretsmanager.get_secret_value(SecretId=f"keyhealth/test-stack/{binding_id}", VersionStage=stage)
+    value = stack.secretsmanager.get_secret_value(SecretId=f"{SECRET_PREFIX}{binding_id}", VersionStage=stage)
     return json.loads(value["SecretString"])["api_key"]
 
 
@@ -106,4 +107,4 @@ def assert_fully_absent(stack, binding_id: str | None = None) -> None:
         assert stack.secret_names() == []
         return
     assert not [i for i in items if binding_id in str(i)]
-    assert f"keyhealth/test-stack/{binding_id}" not in stack.secret_names()
+    assert f"{SECRET_PREFIX}{binding_id}" not in stack.secret_names()

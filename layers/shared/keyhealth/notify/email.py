@@ -1,0 +1,181 @@
+"""The email of an alert: its subject (also the SNS subject, which Slack shows as the notification text)
+and the readable text email subscribers get, rendered from the typed messages of keyhealth.notify.model.
+
+Pure: a message in, text out. A field an older message lacks is shown as "?".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from keyhealth.notify.model import (
+    SUBJECT_LIMIT,
+    AlertMessage,
+    AuditSummary,
+    Incident,
+    StatusChanged,
+    TradingExpiring,
+    UnknownAlert,
+    Unreachable,
+)
+
+
+def subject(message: AlertMessage) -> str:
+    """The subject, cut to what SNS accepts."""
+    match message:
+        case StatusChanged():
+            codes = [f.code for f in message.findings if f.severity in ("error", "warning")]
+            reason = f" ({', '.join(map(_shown, codes))})" if codes else ""
+            text = (
+                f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} "
+                f"{_shown(message.previous_status)} -> {_shown(message.status)}{reason}"
+            )
+        case Unreachable():
+            text = (
+                f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} unchecked "
+                f"{_shown(message.unknown_streak)} audits in a row"
+            )
+        case TradingExpiring():
+            text = (
+                f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} trading rights lapse "
+                f"in {_shown(message.days_left)} days"
+            )
+        case Incident():
+            text = (
+                f"keyhealth: INCIDENT {_shown(message.exchange)} {_shown(message.code)}: {_shown(message.count)} "
+                f"of {_shown(message.total)} bindings"
+            )
+        case AuditSummary():
+            counts = message.counts
+            text = (
+                f"keyhealth: audit {_shown(message.run_id)}: {_shown(counts.get('total'))} checked, "
+                f"{_shown(counts.get('failing'))} failing, {_shown(message.newly_failing_count)} newly failing"
+            )
+        case UnknownAlert():
+            text = f"keyhealth: {message.type}"
+    return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
+
+
+def text(message: AlertMessage) -> str:
+    """What a person reads in the email."""
+    match message:
+        case StatusChanged():
+            lines = _status_changed(message)
+        case Unreachable():
+            lines = _unreachable(message)
+        case TradingExpiring():
+            lines = _trading_expiring(message)
+        case Incident():
+            lines = _incident(message)
+        case AuditSummary():
+            lines = _audit_summary(message)
+        case UnknownAlert():
+            details = json.dumps(message.to_body(), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+            lines = [f"A keyhealth alert of type {message.type}:", "", details]
+    return "\n".join(lines)
+
+
+def _status_changed(message: StatusChanged) -> list[str]:
+    lines = [
+        f"The {_exchange(message)} key {_shown(message.api_key_masked)} of user {_shown(message.user_id)} "
+        f"went from {_shown(message.previous_status)} to {_shown(message.status)}.",
+        "",
+    ]
+    for finding in message.findings:
+        lines += [
+            f"- {_shown(finding.code)} ({_shown(finding.severity)}): {_shown(finding.message)}",
+            f"  Fix: {_shown(finding.remedy)}",
+        ]
+    return [
+        *lines,
+        "",
+        f"Binding: {_shown(message.binding_id)}  Tenant: {_shown(message.tenant)}  "
+        f"Checked: {_shown(message.checked_at)}",
+    ]
+
+
+def _unreachable(message: Unreachable) -> list[str]:
+    return [
+        f"keyhealth could not check the {_exchange(message)} key {_shown(message.api_key_masked)} of user "
+        f"{_shown(message.user_id)} in the last {_shown(message.unknown_streak)} audits; its last known status is "
+        f"{_shown(message.status)}.",
+        "",
+        *[f"- {_shown(f.code)}: {_shown(f.message)}" for f in message.findings],
+        "",
+        "What to do: this is the platform's side (network, exchange outage, egress IP); see the findings.",
+        "",
+        _binding_line(message),
+    ]
+
+
+def _trading_expiring(message: TradingExpiring) -> list[str]:
+    return [
+        f"The {_exchange(message)} key {_shown(message.api_key_masked)} of user {_shown(message.user_id)} loses its "
+        f"trading permission on {_shown(message.expires_at)} ({_shown(message.days_left)} days), because it has "
+        "no IP restriction.",
+        "",
+        "What to do: ask the user to restrict the key to the platform's egress IPs; restricted keys do not lapse.",
+        "",
+        _binding_line(message),
+    ]
+
+
+def _incident(message: Incident) -> list[str]:
+    lines = [
+        f"{_shown(message.count)} of {_shown(message.total)} {_shown(message.exchange)} bindings checked in audit "
+        f"{_shown(message.run_id)} ({_percent(message.share)}) came back {_shown(message.code)}."
+    ]
+    if message.likely_cause:
+        lines.append(f"Likely cause: {message.likely_cause}.")
+    return [
+        *lines,
+        "",
+        f"What to do: {message.remedy}",
+        "Individual alerts for these bindings were folded into this one.",
+    ]
+
+
+def _audit_summary(message: AuditSummary) -> list[str]:
+    counts = message.counts
+    lines = [
+        f"Audit {_shown(message.run_id)} checked {_counted(counts, 'total')} bindings in "
+        f"{_shown(message.duration_seconds)} s ({_shown(message.checks_per_second)} checks/s): "
+        f"{_counted(counts, 'healthy')} healthy, {_counted(counts, 'degraded')} degraded, "
+        f"{_counted(counts, 'failing')} failing, {_counted(counts, 'unknown')} unknown.",
+        f"Newly failing: {_shown(message.newly_failing_count)}. Incidents: {len(message.incidents)}.",
+        "",
+    ]
+    for exchange, row in message.by_exchange.items():
+        lines.append(
+            f"- {exchange}: {_counted(row, 'total')} checked, {_counted(row, 'healthy')} healthy, "
+            f"{_counted(row, 'degraded')} degraded, {_counted(row, 'failing')} failing, "
+            f"{_counted(row, 'unknown')} unknown"
+        )
+    for item in message.incidents:
+        lines.append(
+            f"- INCIDENT {_shown(item.exchange)} {_shown(item.code)}: {_shown(item.count)} bindings "
+            f"({_shown(item.likely_cause)})"
+        )
+    return lines
+
+
+def _binding_line(message: Unreachable | TradingExpiring) -> str:
+    return f"Binding: {_shown(message.binding_id)}  Tenant: {_shown(message.tenant)}"
+
+
+def _exchange(message: StatusChanged | Unreachable | TradingExpiring) -> str:
+    """The exchange's own spelling of its name; its id when an older message carries none."""
+    return message.exchange_name if message.exchange_name is not None else _shown(message.exchange)
+
+
+def _shown(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _counted(counts: dict[str, int], name: str) -> str:
+    return _shown(counts.get(name))
+
+
+def _percent(share: float | None) -> str:
+    return "?" if share is None else f"{share * 100:.0f}%"

@@ -1,0 +1,391 @@
+"""In-memory fakes of every port the use cases call (keyhealth.bindings.ports,
+keyhealth.audit.ports, keyhealth.notify.ports), for unit tests without moto or HTTP.
+
+Each fake keeps its state in plain attributes that tests read, records the operations called
+on it (`calls`), and can be told to fail a chosen operation, as tests/support/faults.py does
+for boto3 clients: `fake.fail("save")` makes every later `save` raise a StorageAdapterError
+(or the given `error`) until `fake.heal()`, and `fake.before["save"] = hook` runs `hook` once
+just before the next `save`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from keyhealth.audit.model import HeldAlert
+from keyhealth.audit.ports import CircuitState, RunState
+from keyhealth.bindings.model import Binding, ListQuery, Page
+from keyhealth.domain.credentials import Credentials
+from keyhealth.domain.errors import AlreadyBound, ConcurrentUpdate, StorageAdapterError
+from keyhealth.domain.exchange import CheckResult, ExchangeName, ExchangeSpec
+from keyhealth.domain.model import Scope
+from keyhealth.exchanges.registry import spec
+from keyhealth.notify.model import Alert
+from tests.support.clock import FakeClock
+
+
+class Faults:
+    """Operations of a fake that fail on demand."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, Exception | None] = {}
+        self.calls: list[str] = []
+        self.before: dict[str, Callable[[], object]] = {}  # operation -> run (once) just before it
+
+    def fail(self, *operations: str, error: Exception | None = None) -> None:
+        """Every later call of these operations raises `error` (default: a StorageAdapterError)."""
+        for operation in operations:
+            self.failing[operation] = error
+
+    def heal(self, *operations: str) -> None:
+        """Stop failing these operations (all of them when none is named)."""
+        for operation in operations or tuple(self.failing):
+            self.failing.pop(operation, None)
+
+    def _call(self, operation: str) -> None:
+        self.calls.append(operation)
+        if hook := self.before.pop(operation, None):
+            hook()  # e.g. another request getting in between, or a test looking at the state
+        if operation in self.failing:
+            error = self.failing[operation]
+            raise error if error is not None else StorageAdapterError(f"fake:{operation}", "ServiceUnavailable")
+
+
+# ---------------------------------------------------------------------------- bindings
+class FakeBindings(Faults):
+    """The binding repository: bindings by (tenant, binding id), with the repository's version
+    check (`ConcurrentUpdate`) and its one-binding-per-key rule (`AlreadyBound`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[tuple[str, str], Binding] = {}
+        self.saves = 0
+        self.conflicts_left = 0  # the next saves that find the binding changed meanwhile
+
+    def add(self, binding: Binding) -> Binding:
+        """Store a binding as it is (test setup: no fault, no check)."""
+        self.items[(binding.tenant, binding.binding_id)] = binding
+        return binding
+
+    def get(self, tenant: str, binding_id: str) -> Binding | None:
+        self._call("get")
+        return self.items.get((tenant, binding_id))
+
+    def find_by_api_key(self, tenant: str, exchange: ExchangeName, api_key_hash: str) -> str | None:
+        self._call("find_by_api_key")
+        return self._holder(tenant, exchange, api_key_hash)
+
+    def create(self, binding: Binding) -> None:
+        self._call("create")
+        if holder := self._holder(binding.tenant, binding.exchange, binding.api_key_hash):
+            raise AlreadyBound(holder)
+        self.items[(binding.tenant, binding.binding_id)] = binding
+
+    def save(self, binding: Binding, *, previous: Binding) -> Binding:
+        self._call("save")
+        stored = self.items.get((binding.tenant, binding.binding_id))
+        if stored is None:
+            raise ConcurrentUpdate("deleted meanwhile")
+        if self.conflicts_left:
+            self.conflicts_left -= 1
+            self.items[(stored.tenant, stored.binding_id)] = replace(stored, version=stored.version + 1)
+            raise ConcurrentUpdate("changed meanwhile")
+        if stored.version != previous.version:
+            raise ConcurrentUpdate("changed meanwhile")
+        holder = self._holder(binding.tenant, binding.exchange, binding.api_key_hash)
+        if holder not in (None, binding.binding_id):
+            raise AlreadyBound(holder)
+        saved = replace(binding, version=previous.version + 1)
+        self.items[(binding.tenant, binding.binding_id)] = saved
+        self.saves += 1
+        return saved
+
+    def delete(self, binding: Binding) -> None:
+        self._call("delete")
+        self.items.pop((binding.tenant, binding.binding_id), None)  # already gone: the outcome asked for
+
+    def bindings_of_account(self, tenant: str, exchange: ExchangeName, account_id: str) -> list[str]:
+        self._call("bindings_of_account")
+        return sorted(
+            b.binding_id
+            for (t, _), b in self.items.items()
+            if t == tenant and b.exchange == exchange and b.account_id == account_id
+        )
+
+    def _holder(self, tenant: str, exchange: ExchangeName, api_key_hash: str) -> str | None:
+        return next(
+            (
+                b.binding_id
+                for (t, _), b in self.items.items()
+                if t == tenant and b.exchange == exchange and b.api_key_hash == api_key_hash
+            ),
+            None,
+        )
+
+    def list(self, tenant: str, query: ListQuery) -> Page:
+        """Newest first (binding ids sort by creation time); the cursor is the last id returned."""
+        self._call("list")
+        matching = sorted(
+            (
+                b
+                for (t, _), b in self.items.items()
+                if t == tenant
+                and (query.user_id is None or b.user_id == query.user_id)
+                and (query.exchange is None or b.exchange == query.exchange)
+                and (query.status is None or b.status is query.status)
+            ),
+            key=lambda b: b.binding_id,
+            reverse=True,
+        )
+        if query.cursor is not None:
+            matching = [b for b in matching if b.binding_id < query.cursor]
+        page = matching[: query.limit]
+        more = len(matching) > query.limit
+        return Page(items=page, next_cursor=page[-1].binding_id if more else None)
+
+
+@dataclass
+class StoredSecret:
+    name: str
+    tags: dict[str, str]
+    versions: dict[str, Credentials]  # version id -> credentials
+    stages: dict[str, str]  # stage label (AWSCURRENT, AWSPENDING, AWSPREVIOUS) -> version id
+    scheduled_deletion: int | None = None  # the recovery window, while the secret is scheduled for deletion
+
+
+class FakeSecrets(Faults):
+    """The credential store: secrets with versions and stage labels, as Secrets Manager keeps them
+    (a version's id is the request token it was written with)."""
+
+    ARN_PREFIX = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, StoredSecret] = {}
+        self.reads: list[str] = []  # the secret id of every read
+
+    def add(self, secret_id: str, credentials: Credentials, *, version_id: str = "v1") -> None:
+        """A secret that exists already (test setup: no fault, no call recorded)."""
+        self.secrets[secret_id] = StoredSecret(secret_id, {}, {version_id: credentials}, {"AWSCURRENT": version_id})
+
+    def current(self, secret_id: str) -> Credentials:
+        """What AWSCURRENT holds (for assertions)."""
+        stored = self.secrets[secret_id]
+        return stored.versions[stored.stages["AWSCURRENT"]]
+
+    def create(self, name: str, credentials: Credentials, *, tags: dict[str, str], token: str) -> str:
+        self._call("create")
+        secret_id = f"{self.ARN_PREFIX}{name}"
+        if secret_id in self.secrets:
+            raise StorageAdapterError("fake:create", "ResourceExistsException")
+        self.secrets[secret_id] = StoredSecret(name, dict(tags), {token: credentials}, {"AWSCURRENT": token})
+        return secret_id
+
+    def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials:
+        self._call("read")
+        self.reads.append(secret_id)
+        stored = self._live(secret_id, "read")
+        if stage not in stored.stages:
+            raise StorageAdapterError("fake:read", "ResourceNotFoundException")
+        return stored.versions[stored.stages[stage]]
+
+    def stage_pending(self, secret_id: str, credentials: Credentials, *, token: str) -> str:
+        self._call("stage_pending")
+        stored = self._live(secret_id, "stage_pending")
+        stored.versions[token] = credentials
+        stored.stages["AWSPENDING"] = token
+        return token
+
+    def current_version(self, secret_id: str) -> str:
+        self._call("current_version")
+        return self._live(secret_id, "current_version").stages["AWSCURRENT"]
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        self._call("promote")
+        stored = self._live(secret_id, "promote")
+        stored.stages["AWSPREVIOUS"] = stored.stages["AWSCURRENT"]
+        stored.stages["AWSCURRENT"] = version_id
+
+    def demote(self, secret_id: str, version_id: str, *, restore_version_id: str) -> None:
+        self._call("demote")
+        stored = self._live(secret_id, "demote")
+        stored.stages["AWSCURRENT"] = restore_version_id
+        stored.stages["AWSPREVIOUS"] = version_id
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None:
+        self._call("discard_pending")
+        stored = self._live(secret_id, "discard_pending")
+        if stored.stages.get("AWSPENDING") == version_id:
+            del stored.stages["AWSPENDING"]
+
+    def schedule_deletion(self, secret_id: str, *, recovery_days: int) -> None:
+        self._call("schedule_deletion")
+        stored = self._existing(secret_id, "schedule_deletion")
+        if stored.scheduled_deletion is None:  # idempotent, as the adapter is
+            stored.scheduled_deletion = recovery_days
+
+    def restore(self, secret_id: str) -> None:
+        self._call("restore")
+        self._existing(secret_id, "restore").scheduled_deletion = None
+
+    def delete_now(self, secret_id: str) -> None:
+        self._call("delete_now")
+        self._existing(secret_id, "delete_now")
+        del self.secrets[secret_id]
+
+    def _existing(self, secret_id: str, operation: str) -> StoredSecret:
+        if secret_id not in self.secrets:
+            raise StorageAdapterError(f"fake:{operation}", "ResourceNotFoundException")
+        return self.secrets[secret_id]
+
+    def _live(self, secret_id: str, operation: str) -> StoredSecret:
+        stored = self._existing(secret_id, operation)
+        if stored.scheduled_deletion is not None:
+            raise StorageAdapterError(f"fake:{operation}", "InvalidRequestException")  # marked for deletion
+        return stored
+
+
+class FakeAlerts(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[Alert] = []
+
+    def publish(self, alert: Alert) -> None:
+        self._call("publish")
+        self.published.append(alert)
+
+    def types(self) -> list[str]:
+        return [a.body["type"] for a in self.published]
+
+
+class FakeChecker:
+    """An exchange checker that answers each check with the next chosen result (the last one
+    repeats); records the options of each check in `calls` and the credentials in `checked`."""
+
+    def __init__(self, exchange: ExchangeName, *results: CheckResult) -> None:
+        self.exchange = exchange
+        self._spec = spec(exchange)
+        self.results = list(results)
+        self.calls: list[dict[str, Any]] = []
+        self.checked: list[Credentials] = []
+
+    @property
+    def spec(self) -> ExchangeSpec:
+        return self._spec
+
+    def check(
+        self,
+        credentials: Credentials,
+        scopes: Collection[Scope],
+        *,
+        identify_account: bool = False,
+        thorough: bool = True,
+    ) -> CheckResult:
+        self.calls.append({"scopes": tuple(scopes), "thorough": thorough, "identify_account": identify_account})
+        self.checked.append(credentials)
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+
+# ------------------------------------------------------------------------------- audit
+class FakeBudget(Faults):
+    def __init__(self, *, grant: bool = True) -> None:
+        super().__init__()
+        self.grant = grant
+        self.acquired: list[tuple[ExchangeName, dict[str, int], float]] = []
+        self.settled: list[tuple[ExchangeName, dict[str, int]]] = []
+
+    def acquire(self, exchange: ExchangeName, cost: Mapping[str, int], *, deadline: float) -> bool:
+        self._call("acquire")
+        self.acquired.append((exchange, dict(cost), deadline))
+        return self.grant
+
+    def settle(self, exchange: ExchangeName, extra: Mapping[str, int]) -> None:
+        self._call("settle")
+        self.settled.append((exchange, dict(extra)))
+
+
+class FakeCircuit(Faults):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.states: dict[ExchangeName, CircuitState] = {}
+        self.trips: list[tuple[ExchangeName, float, str]] = []
+        self.closed: list[ExchangeName] = []
+
+    def state(self, exchange: ExchangeName) -> CircuitState:
+        self._call("state")
+        return self.states.get(exchange, CircuitState())
+
+    def trip(self, exchange: ExchangeName, seconds: float, code: str) -> CircuitState:
+        self._call("trip")
+        self.trips.append((exchange, seconds, code))
+        old = self.states.get(exchange, CircuitState())
+        self.states[exchange] = CircuitState(self.clock() + seconds, code, old.strikes + 1)
+        return self.states[exchange]
+
+    def close(self, exchange: ExchangeName) -> None:
+        self._call("close")
+        self.closed.append(exchange)
+        self.states[exchange] = replace(self.states.get(exchange, CircuitState()), strikes=0)
+
+
+class FakeRuns(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: dict[str, RunState] = {}
+        self.counts: dict[str, Counter[str]] = {}
+        self.held_alerts: dict[str, dict[tuple[str, str], HeldAlert]] = {}
+        self.claimed: set[str] = set()
+        self.finished: dict[str, dict[str, Any]] = {}
+        self.records: list[tuple[str, dict[str, int], int]] = []
+
+    def start(self, run_id: str, started_at: datetime) -> RunState:
+        self._call("start")
+        assert run_id not in self.states
+        self.states[run_id] = RunState(run_id, started_at)
+        self.counts[run_id] = Counter()
+        self.held_alerts[run_id] = {}
+        return self.states[run_id]
+
+    def dispatched(self, run_id: str, tasks_total: int) -> RunState:
+        self._call("dispatched")
+        self.states[run_id] = replace(self.states[run_id], dispatch_done=True, tasks_total=tasks_total)
+        return self.states[run_id]
+
+    def record(self, run_id: str, counters: Mapping[str, int], held: list[HeldAlert], tasks_done: int) -> RunState:
+        self._call("record")
+        self.records.append((run_id, dict(counters), tasks_done))
+        self.counts[run_id].update(counters)
+        for alert in held:
+            self.held_alerts[run_id][(alert.binding_id, alert.kind)] = alert
+        state = self.states[run_id]
+        self.states[run_id] = replace(state, tasks_done=state.tasks_done + tasks_done)
+        return self.states[run_id]
+
+    def claim_finalization(self, run_id: str) -> bool:
+        self._call("claim_finalization")
+        if not self.states[run_id].complete or run_id in self.claimed:
+            return False
+        self.claimed.add(run_id)
+        return True
+
+    def load(self, run_id: str) -> RunState | None:
+        self._call("load")
+        return self.states.get(run_id)
+
+    def counters(self, run_id: str) -> dict[str, int]:
+        self._call("counters")
+        return dict(self.counts[run_id])
+
+    def held(self, run_id: str) -> Iterator[HeldAlert]:
+        self._call("held")
+        yield from self.held_alerts[run_id].values()
+
+    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> None:
+        self._call("finish")
+        self.finished[run_id] = summary
+        self.states[run_id] = replace(self.states[run_id], finished=True)
