@@ -186,6 +186,9 @@ def proxy_event(
     }
 
 
+#: API Gateway's own limit on a request (10 MB); the functions refuse far less (16 KiB bodies).
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+
 # A local-only route answers (status, JSON body); it gets the path parameters, query and body.
 LocalHandler = Callable[[dict[str, str], dict[str, str], bytes], tuple[int, Any]]
 
@@ -236,15 +239,27 @@ class LocalApi:
                 answer = self.functions.invoke(route.module, event)
                 return _http_answer(answer, event["requestContext"]["requestId"])
         # What API Gateway answers for a method or path it does not have (with AWS_IAM on).
-        missing = {"message": "Missing Authentication Token"}
-        extra = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "MissingAuthenticationTokenException")]
-        return 403, extra, json.dumps(missing).encode()
+        return _json_answer(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
 
     def log_request(self, method: str, path: str, status: int, millis: float, principal: str | None) -> None:
         if path.startswith("/_local/audit/") or path == "/_local/health" or path.startswith("/_local/alerts"):
             return  # polled: would drown the screen
-        who = f"  as {principal}" if principal else ""
-        self._log(f"[api] {method} {path} -> {status} ({millis:.0f} ms){who}")
+        who = f"  as {printable(principal)}" if principal else ""
+        self._log(f"[api] {printable(method)} {printable(path)} -> {status} ({millis:.0f} ms){who}")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` for one log line: control and non-ASCII characters escaped (no forged lines, no
+    terminal escapes), clipped to `limit` characters."""
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in escaped)
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
+def _json_answer(status: int, message: str, error_type: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """An answer API Gateway gives itself, before any function runs."""
+    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
+    return status, headers, json.dumps({"message": message}).encode()
 
 
 def _http_answer(answer: dict[str, Any], request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -270,9 +285,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature is http.server's
         return  # LocalApi.log_request prints one readable line per request
 
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method without a do_<METHOD> with a 501 HTML page; API Gateway
+        # answers every method it has no route for (TRACE, OPTIONS, ...) with its 403 JSON.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def _serve(self) -> None:
         started = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
+        raw_length = self.headers.get("Content-Length") or "0"
+        if not raw_length.isdigit() or int(raw_length) > MAX_REQUEST_BYTES:
+            self.close_connection = True  # the body cannot be framed: the connection is not reusable
+            self._answer(*_json_answer(400, "Bad Request: invalid Content-Length", "BadRequestException"))
+            return
+        length = int(raw_length)
         body = self.rfile.read(length) if length else b""
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in ("connection", "content-length")]
         try:
@@ -283,13 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.gateway._log(f"[api] {self.command} {self.path}: the handler crashed: {error!r}")
             status, out_headers = 502, [("Content-Type", "application/json")]
             payload = json.dumps({"message": "Internal server error"}).encode()
-        self.send_response(status)
-        for name, value in out_headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        self._answer(status, out_headers, payload)
         self.gateway.log_request(
             self.command,
             urlsplit(self.path).path,
@@ -297,5 +318,14 @@ class _Handler(BaseHTTPRequestHandler):
             (time.monotonic() - started) * 1000,
             self.headers.get(PRINCIPAL_HEADER),
         )
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve  # noqa: N815 - http.server's names

@@ -596,26 +596,44 @@ def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop:
         say(start_screen(api.url, moto_url, simulated, config, resources, keys))
         if ready:
             ready(api.url)
-        while not stop.wait(0.5):
+        try:
+            while not stop.wait(0.5):
+                pass
+        except StopRequested:
             pass
         say("\nStopping keyhealth local stack...")
     say("Stopped.")
     return 0
 
 
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds the main thread, which then stops everything."""
+
+
+def on_stop_signal(signum: int, _frame: Any) -> None:
+    """Stop on the first SIGINT/SIGTERM, and only once.
+
+    It raises rather than setting an Event: an Event's lock may be held by the very wait the
+    signal interrupts (the main thread waits on it), and a handler that takes that lock would
+    deadlock. Further signals are ignored so that they cannot cut the shutdown short.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise StopRequested(signal.Signals(signum).name)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
     if os.environ.get("KEYHEALTH_LOG_LEVEL", "").upper() != "DEBUG":
         sys.stdout = MetricFilter(sys.stdout)
+    say("Starting keyhealth local stack (Ctrl-C stops it)...")
     try:
-        return serve(LocalConfig.from_env(), stop=stop)
+        return serve(LocalConfig.from_env())
+    except StopRequested:  # during start-up: what was started has been stopped on the way out
+        say("Stopped.")
+        return 0
     except StackError as error:
         print(f"keyhealth local stack: {error}", file=sys.stderr, flush=True)
         return 2

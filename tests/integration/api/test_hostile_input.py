@@ -107,3 +107,15 @@ def test_the_valid_bodies_still_pass(stack):
     key = stack.exchanges.key("binance", "healthy")
     answer = stack.invoke(bind_function, bind_event(json.dumps(bind_body(key))))
     assert answer.status == 201, answer
+
+
+@pytest.mark.parametrize(
+    "principal",
+    ["arn:aws:iam::111111111111:user/" + "a" * 10_000, "arn:aws:iam::111111111111:user/x\n", "arn:aws:iam::1:user/x"],
+)
+def test_a_principal_iam_could_not_have_authenticated_is_a_403_not_a_storage_error(stack, principal):
+    from functions.read import app as read_function
+
+    answer = stack.invoke(read_function, api_event("GET", "/bindings", principal=principal))
+    assert answer.status == 403, answer
+    assert answer.json["error"]["code"] == "forbidden"

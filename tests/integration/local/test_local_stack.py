@@ -28,6 +28,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 READY_TIMEOUT = 40.0
+PRINCIPAL_HEADER = "X-Keyhealth-Principal"
 PLATFORM = "arn:aws:iam::333333333333:role/cli-tests"
 OTHER_PLATFORM = "arn:aws:iam::444444444444:user/someone-else"
 
@@ -79,8 +80,9 @@ class LocalStack:
         return next(k for k in keys if k["exchange"] == exchange and k["label"] == label)
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
+@contextlib.contextmanager
+def running_stack(*, wait_ready: bool = True) -> Iterator[LocalStack]:
+    """`python -m local.stack` in its own process group, on free ports; killed on the way out."""
     port = free_port()
     env = clean_env(
         KEYHEALTH_PORT=str(port),
@@ -109,7 +111,7 @@ def stack() -> Iterator[LocalStack]:
     reader.start()
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        while True:
+        while wait_ready:
             if process.poll() is not None:
                 raise AssertionError(f"the stack exited with {process.returncode}:\n{running.output()}")
             try:
@@ -128,6 +130,12 @@ def stack() -> Iterator[LocalStack]:
         with contextlib.suppress(ProcessLookupError):  # a safety net for children (moto runs in-process)
             os.killpg(process.pid, signal.SIGKILL)
         reader.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with running_stack() as running:
+        yield running
 
 
 def test_the_start_screen_says_where_everything_is(stack):
@@ -318,6 +326,53 @@ def test_the_bin_wrapper_runs_the_cli(stack):
         env=clean_env(),
     )
     assert (done.returncode, done.stdout) == (0, "127.0.0.2\n")
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    """One request written byte for byte (httpx would refuse to send these), and the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and b'"}' in chunk:
+                break
+        return b"".join(chunks)
+
+
+def test_the_gateway_answers_what_api_gateway_answers_and_logs_nothing_forged(stack):
+    with httpx.Client(base_url=stack.url) as client:
+        for method in ("TRACE", "OPTIONS", "PROPFIND"):
+            answer = client.request(method, "/v1/bindings")
+            assert answer.status_code == 403, (method, answer.text)
+            assert answer.json() == {"message": "Missing Authentication Token"}
+        long = client.get("/v1/bindings", headers={PRINCIPAL_HEADER: "arn:aws:iam::111111111111:user/" + "a" * 10_000})
+        assert long.status_code == 403, long.text
+        assert long.json()["error"]["code"] == "forbidden"
+        forged = "arn:aws:iam::111111111111:user/x\x1b[2J [api] GET /v1/forged -> 200"
+        client.get("/v1/egress-ips", headers={PRINCIPAL_HEADER: forged})
+    answer = _raw_request(stack.url, b"POST /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"invalid Content-Length" in answer
+    output = stack.output()
+    assert "Traceback" not in output
+    assert "\x1b" not in output  # the escape reached the log only escaped
+    assert "\\x1b[2J [api] GET /v1/forged" in output
+    assert not any(line.startswith("[api] GET /v1/forged") for line in output.splitlines())
+
+
+@pytest.mark.parametrize("moment", ["while starting", "when idle"])
+def test_sigterm_stops_the_stack_within_seconds(moment):
+    with running_stack(wait_ready=moment == "when idle") as running:
+        if moment == "while starting":
+            # Printed once the signal handlers are in place and before anything is started.
+            running.wait_for_output("Starting keyhealth local stack", timeout=READY_TIMEOUT)
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=10) == 0, running.output()
+        assert "Traceback" not in running.output()
+        with pytest.raises(ProcessLookupError):
+            os.killpg(running.process.pid, 0)
 
 
 def test_ctrl_c_stops_the_stack_and_leaves_nothing_behind(stack):
