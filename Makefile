@@ -20,7 +20,8 @@ help:
 	@echo "make audit   with make run going: run the scheduled audit now and follow it"
 	@echo "make check-demo  check every demo key once through the adapters (no AWS) and exit"
 	@echo "make lint    ruff check + ruff format --check"
-	@echo "make lint-template  cfn-lint and sam validate --lint on template.yaml and its SAM translation, sam build"
+	@echo "make lint-template  cfn-lint, sam validate --lint and checkov on template.yaml and its SAM translation, sam build"
+	@echo "make audit-deps  pip-audit the pinned requirements (the layer's, deployed, and the dev ones) for known vulnerabilities"
 	@echo "make build   sam build (arm64, no Docker): then sam deploy --guided"
 	@echo "make format  ruff format + ruff check --fix"
 
@@ -49,9 +50,25 @@ $(SAM_STAMP):
 	rm -f $(SAM_VENV)/.installed-*
 	touch $@
 
+# checkov (the template's security scan) pins many dependencies of its own: its own venv, like the SAM CLI.
+CHECKOV_VENV    ?= .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+# scripts/checkov_scan.py fails on a failed check, a parse error, a template with nothing scanned, a skip without a reason.
+CHECKOV_SCAN    := $(BIN)/python scripts/checkov_scan.py --checkov $(CHECKOV_VENV)/bin/checkov
+
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	rm -f $(CHECKOV_VENV)/.installed-*
+	touch $@
+
 # cfn-lint alone misses an invalid Runtime and bad Refs inside SAM resources: the translated
 # CloudFormation (default parameters, and every optional resource switched on) is linted too.
-lint-template: venv $(SAM_STAMP)
+# checkov scans template.yaml (skips, each with its reason, in the resources' Metadata) and the translation
+# (scripts/checkov-translated.yaml: the checks of what SAM generates without copying the Metadata).
+lint-template: venv $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint --region $(SAM_REGION)
 	$(BIN)/python scripts/sam_translate.py --output build/template.json
@@ -61,7 +78,29 @@ lint-template: venv $(SAM_STAMP)
 		--parameter ApiAllowedAccounts=111111111111,222222222222 --parameter ApiAllowedVpcEndpoints=vpce-0123abcd \
 		--parameter SlackWebhookSecretArn=arn:aws:secretsmanager:eu-west-1:111111111111:secret:slack-AbCdEf
 	$(BIN)/cfn-lint build/template-options.json
+	$(CHECKOV_SCAN) template.yaml
+	$(CHECKOV_SCAN) --config-file scripts/checkov-translated.yaml build/template.json build/template-options.json
 	$(SAM) build --region $(SAM_REGION)
+
+# pip-audit in its own venv: checkov's venv would run it on checkov's older pins (packaging, cyclonedx).
+# AUDIT_IF_UNREACHABLE=warn: when no vulnerability service answers (PyPI's JSON API, OSV), say so and pass.
+AUDIT_VENV           ?= .venv-audit
+PIP_AUDIT_VERSION    := 2.10.1
+AUDIT_STAMP          := $(AUDIT_VENV)/.installed-$(PIP_AUDIT_VERSION)
+AUDIT_IF_UNREACHABLE ?= fail
+
+$(AUDIT_STAMP):
+	test -x $(AUDIT_VENV)/bin/python || $(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AUDIT_VENV)/bin/python -m pip install --quiet pip-audit==$(PIP_AUDIT_VERSION)
+	rm -f $(AUDIT_VENV)/.installed-*
+	touch $@
+
+# Known vulnerabilities that do not apply: scripts/pip-audit-ignore.txt, each with its reason.
+.PHONY: audit-deps
+audit-deps: $(AUDIT_STAMP)
+	$(AUDIT_VENV)/bin/python scripts/audit_deps.py --if-unreachable $(AUDIT_IF_UNREACHABLE) \
+		layers/shared/requirements.txt requirements-dev.txt
 
 build: $(SAM_STAMP)
 	$(SAM) build --region $(SAM_REGION)

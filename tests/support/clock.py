@@ -43,11 +43,17 @@ class FakeClock:
 
     def __init__(self, now: float = START) -> None:
         self.now = now
+        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def skip(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """A sleep on this clock: recorded in `sleeps`, and the clock moves on by it."""
+        self.sleeps.append(seconds)
         self.now += seconds
 
     def datetime(self) -> datetime:

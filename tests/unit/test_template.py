@@ -27,6 +27,9 @@ ENI_ACTIONS = (
     "ec2:DescribeSubnets",
     "ec2:UnassignPrivateIpAddresses",
 )
+# Tracing: Active. X-Ray has no resource-level permissions for these: "*" is the only resource they take.
+XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
+TRACING = (XRAY_ACTIONS, ("*",), None)
 
 
 def via(*services: str) -> str:
@@ -37,6 +40,7 @@ def via(*services: str) -> str:
 EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]]] = {
     "BindRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("BindLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "VpcNetworkInterfaces": (ENI_ACTIONS, ("*",), None),
         "WriteBindingSecrets": (
             (
@@ -63,6 +67,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
     },
     "VerifyRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("VerifyLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "VpcNetworkInterfaces": (ENI_ACTIONS, ("*",), None),
         "ReadBindingSecrets": (("secretsmanager:GetSecretValue",), (SECRETS,), None),
         "KeyThroughSecretsManager": (("kms:Decrypt",), (KEY,), via("secretsmanager")),
@@ -72,6 +77,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
     },
     "UnbindRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("UnbindLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "DeleteBindingSecrets": (
             ("secretsmanager:DeleteSecret", "secretsmanager:DescribeSecret", "secretsmanager:RestoreSecret"),
             (SECRETS,),
@@ -82,11 +88,13 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
     },
     "ReadRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("ReadLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "KeyThroughDynamoDb": (("kms:Decrypt",), (KEY,), via("dynamodb")),
         "Bindings": (("dynamodb:GetItem", "dynamodb:Query"), (TABLE, "${BindingsTable.Arn}/index/ByUser"), None),
     },
     "AuditDispatcherRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("AuditDispatcherLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "KeyThroughDynamoDbSqsAndSns": (
             ("kms:Decrypt", "kms:GenerateDataKey"),
             (KEY,),
@@ -103,6 +111,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
     },
     "AuditWorkerRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("AuditWorkerLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "VpcNetworkInterfaces": (ENI_ACTIONS, ("*",), None),
         "ReadBindingSecrets": (("secretsmanager:GetSecretValue",), (SECRETS,), None),
         "KeyThroughSecretsManager": (("kms:Decrypt",), (KEY,), via("secretsmanager")),
@@ -138,6 +147,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
     },
     "SlackNotifierRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("SlackNotifierLogGroup.Arn",), None),
+        "Tracing": TRACING,
         "WebhookSecret": (("secretsmanager:GetSecretValue",), ("SlackWebhookSecretArn",), None),
         "DeadLetters": (("sqs:SendMessage",), ("SlackDeadLetterQueue.Arn",), None),
         "KeyThroughSqs": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("sqs")),
@@ -230,13 +240,13 @@ def test_every_function_has_its_own_role_and_no_role_is_generated():
     assert roles == set(FUNCTIONS.values()) | {"AuditSchedulerRole", "ApiGatewayCloudWatchRole"}
 
 
-def test_no_wildcard_action_and_star_resources_only_for_network_interfaces():
+def test_no_wildcard_action_and_star_resources_only_for_network_interfaces_and_tracing():
     for role in EXPECTED_POLICIES:
         for sid, (actions, resources_, _) in policy_table(role).items():
             assert not any(a.endswith("*") for a in actions), (role, sid)
             if "*" in resources_:
-                assert sid == "VpcNetworkInterfaces", (role, sid)
-                assert set(actions) == set(ENI_ACTIONS), (role, sid)
+                assert sid in {"VpcNetworkInterfaces", "Tracing"}, (role, sid)
+                assert set(actions) == set(ENI_ACTIONS if sid == "VpcNetworkInterfaces" else XRAY_ACTIONS), (role, sid)
 
 
 def test_secrets_are_reached_only_under_the_stacks_prefix():
@@ -460,8 +470,8 @@ def evaluate(condition: Any, parameters: dict[str, str]) -> Any:
     if isinstance(condition, str):
         return condition
     [(name, arg)] = condition.items()
-    if name == "Ref":
-        return parameters.get(arg, cfn()["Parameters"][arg].get("Default"))
+    if name == "Ref":  # a parameter's value is text to CloudFormation, a Number's too
+        return str(parameters.get(arg, cfn()["Parameters"][arg].get("Default")))
     if name == "Condition":
         return evaluate(cfn()["Conditions"][arg], parameters)
     if name == "Fn::Equals":
@@ -543,6 +553,60 @@ def test_the_dashboard_shows_health_by_exchange_and_audit_throughput():
         "ExchangeCircuitOpened",
     ):
         assert f'"{metric}"' in body or f'\\"{metric}\\"' in body, metric
+
+
+# ------------------------------------------------------------------------------------------------ tracing
+def test_every_function_and_the_api_stage_trace_with_x_ray():
+    for name in FUNCTIONS:
+        assert props(name)["TracingConfig"] == {"Mode": "Active"}, name
+        assert policy_table(FUNCTIONS[name])["Tracing"] == TRACING, name
+    [stage] = [s["Properties"] for s in resources("AWS::ApiGateway::Stage").values()]
+    assert stage["TracingEnabled"] is True
+
+
+# ------------------------------------------------------------------------------------------------ concurrency
+API_FUNCTIONS = ("BindFunction", "VerifyFunction", "UnbindFunction", "ReadFunction")
+
+
+def reserved_concurrency(function: str, parameters: dict[str, str]) -> str | None:
+    """The function's ReservedConcurrentExecutions once CloudFormation resolved it (None: not set)."""
+    value = props(function).get("ReservedConcurrentExecutions")
+    if value is None:
+        return None
+    condition, when_true, when_false = value["Fn::If"]
+    chosen = when_true if evaluate({"Condition": condition}, parameters) else when_false
+    return None if chosen == {"Ref": "AWS::NoValue"} else evaluate(chosen, parameters)
+
+
+def test_api_functions_reserve_concurrency_by_default():
+    assert cfn()["Parameters"]["ApiReservedConcurrency"]["Default"] == 20
+    for name in API_FUNCTIONS:
+        assert reserved_concurrency(name, {}) == "20", name
+        assert reserved_concurrency(name, {"ApiReservedConcurrency": "35"}) == "35", name
+    assert reserved_concurrency("AuditWorkerFunction", {}) == "15"
+    # Nightly or alert-driven, nothing to bound: no reservation taken from the account's pool.
+    assert reserved_concurrency("AuditDispatcherFunction", {}) is None
+    assert reserved_concurrency("SlackNotifierFunction", {}) is None
+
+
+def test_reserved_concurrency_is_off_with_zero():
+    for name in API_FUNCTIONS:
+        assert reserved_concurrency(name, {"ApiReservedConcurrency": "0"}) is None, name
+        assert reserved_concurrency(name, {"AuditWorkerReservedConcurrency": "0"}) == "20", name
+    assert reserved_concurrency("AuditWorkerFunction", {"AuditWorkerReservedConcurrency": "0"}) is None
+    assert reserved_concurrency("AuditWorkerFunction", {"ApiReservedConcurrency": "0"}) == "15"
+    for name in ("ApiReservedConcurrency", "AuditWorkerReservedConcurrency"):
+        assert cfn()["Parameters"][name]["MinValue"] == 0  # no value that would throttle a function entirely
+
+
+def test_the_worker_reservation_covers_every_queue_at_its_maximum_concurrency():
+    """Below the event sources' total MaximumConcurrency, the pollers would be throttled (tasks count receives)."""
+    events = [e for e in resources("AWS::Lambda::EventSourceMapping").values() if "ScalingConfig" in e["Properties"]]
+    assert len(events) == 3
+    for event in events:
+        assert event["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "AuditMaxConcurrency"}}
+    default = int(cfn()["Parameters"]["AuditMaxConcurrency"]["Default"])
+    assert int(reserved_concurrency("AuditWorkerFunction", {}) or 0) >= len(events) * default
 
 
 # ------------------------------------------------------------------------------------------------ runtime

@@ -1,8 +1,11 @@
-"""Logs and metrics, the same way in every function: one Powertools Logger, one entry-point
-decorator, and CloudWatch metrics in Embedded Metric Format."""
+"""Logs, traces and metrics, the same way in every function: one Powertools Logger, one
+entry-point decorator (logging context and X-Ray trace), and CloudWatch metrics in Embedded
+Metric Format."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,14 +22,41 @@ logger = Logger(service=SERVICE, log_uncaught_exceptions=False)
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
+def tracing_enabled() -> bool:
+    """The template turns X-Ray off by setting POWERTOOLS_TRACE_DISABLED (parameter Tracing)."""
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() not in ("1", "true")
+
+
+@functools.cache
+def tracer() -> Any:
+    """The one Powertools Tracer. Only botocore is patched: its X-Ray subsegments record the
+    operation and whitelisted names (table, queue, topic), never a request body (so never a
+    SecretString). HTTP clients are not patched: an exchange URL carries the request's
+    signature, and the Slack webhook's URL is a credential."""
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE, patch_modules=("botocore",))
+
+
 def entry_point(*, correlation_id_path: str | None = None) -> Callable[[Handler], Handler]:
     """The decorator of every Lambda entry point: the invocation's logging context, never the
-    event (a bind event carries the secret), and no key of one invocation left on the next."""
-    return logger.inject_lambda_context(
+    event (a bind event carries the secret), and no key of one invocation left on the next;
+    then its X-Ray trace, which records neither the answer nor the error's text (either may
+    hold what a client sent)."""
+    log_context = logger.inject_lambda_context(
         correlation_id_path=correlation_id_path,
         log_event=False,
         clear_state=True,
     )
+
+    def decorate(handler: Handler) -> Handler:
+        logged: Handler = log_context(handler)
+        if not tracing_enabled():
+            return logged
+        traced: Handler = tracer().capture_lambda_handler(logged, capture_response=False, capture_error=False)
+        return traced
+
+    return decorate
 
 
 def emit_run_metrics(summary: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from keyhealth import wiring
 from keyhealth.adapters.slack_webhook import new_slack_client
 from keyhealth.config import Settings
 from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
+from tests.support.clock import FakeClock
 from tests.support.faults import FaultyClient
 from tests.support.slack import block_kit_problems
 from tests.support.template import resource
@@ -115,21 +116,6 @@ def slack() -> Iterator[SlackReceiver]:
     receiver.stop()
 
 
-class FakeTime:
-    """The notifier's clock and sleep: waits are recorded, never slept."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 class Context:
     function_name = "keyhealth-SlackNotifierFunction"
     memory_limit_in_mb = 512
@@ -146,7 +132,7 @@ class Context:
 @dataclass
 class Notifier:
     slack: SlackReceiver
-    time: FakeTime
+    time: FakeClock
     secretsmanager: Any
     sqs: FaultyClient
     secret_arn: str
@@ -208,13 +194,13 @@ def notifier(
     faulty_sqs = FaultyClient(sqs)
     monkeypatch.setenv("SLACK_WEBHOOK_SECRET_ARN", secret_arn)
     monkeypatch.setenv("SLACK_DLQ_URL", dlq_url)
-    fake_time = FakeTime()
+    fake_time = FakeClock(1_000.0)
     aws_clients = {"secretsmanager": secretsmanager, "sqs": faulty_sqs}
     environment = wiring.Environment(
         settings=Settings.from_env(os.environ),
         aws_client=aws_clients.__getitem__,
         sleep=fake_time.sleep,
-        monotonic=fake_time.clock,
+        monotonic=fake_time,
         jitter=lambda: 0.5,
         slack_http_client=slack_http,
     )

@@ -9,22 +9,10 @@ import pytest
 from keyhealth.adapters.slack_webhook import RetryPolicy, SlackWebhook, WebhookSecretInvalid, webhook_url_from_secret
 from keyhealth.config import ConfigError, Settings
 from keyhealth.domain.credentials import Secret
+from tests.support.clock import FakeClock
 
 URL = Secret("https://hooks.slack.com/services/T000/B000/secretsecretsecret")
 NOW = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def poster(*answers, policy: RetryPolicy | None = None, jitter: float = 0.5, wall_clock: float | None = None):
@@ -39,7 +27,7 @@ def poster(*answers, policy: RetryPolicy | None = None, jitter: float = 0.5, wal
             raise answer
         return answer
 
-    clock = Clock()
+    clock = FakeClock(0.0)
     client = httpx.Client(transport=httpx.MockTransport(handle))
     webhook = SlackWebhook(
         client,
