@@ -23,7 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Every function is traced: Powertools Tracer and the X-Ray SDK it drives.
+TRACING = ("aws_lambda_powertools.tracing", "aws_xray_sdk.core")
 API = (
+    *TRACING,
     "boto3",
     "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.event_handler.openapi.params",
@@ -31,7 +34,7 @@ API = (
     "aws_lambda_powertools.metrics",
     "pydantic",
 )
-AUDIT = ("boto3", "aws_lambda_powertools.logging", "aws_lambda_powertools.metrics")
+AUDIT = (*TRACING, "boto3", "aws_lambda_powertools.logging", "aws_lambda_powertools.metrics")
 
 #: handler module -> the libraries it cannot avoid
 HANDLERS: dict[str, tuple[str, ...]] = {
@@ -42,6 +45,7 @@ HANDLERS: dict[str, tuple[str, ...]] = {
     "functions.audit_dispatcher.app": AUDIT,
     "functions.audit_worker.app": (*AUDIT, "httpx"),
     "functions.slack_notifier.app": (*AUDIT, "httpx"),
+    "functions.orphan_sweeper.app": AUDIT,
 }
 
 

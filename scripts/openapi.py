@@ -38,6 +38,8 @@ def openapi_document() -> dict[str, Any]:
         document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
     assert document is not None
     _drop_powertools_validation_answers(document)
+    _no_body_without_content(document)
+    _no_null_parameters(document)
     document["paths"] = dict(sorted(document["paths"].items()))
     document["components"]["schemas"] = dict(sorted(document["components"]["schemas"].items()))
     document["components"]["securitySchemes"] = {
@@ -71,6 +73,31 @@ def _drop_powertools_validation_answers(document: dict[str, Any]) -> None:
         ]
         for name in unused:
             del schemas[name]
+
+
+def _no_body_without_content(document: dict[str, Any]) -> None:
+    """An answer documented with an empty content map has no body (DELETE's 204): OpenAPI says so by
+    leaving `content` out."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for answer in operation["responses"].values():
+                if answer.get("content") == {}:
+                    del answer["content"]
+
+
+def _no_null_parameters(document: dict[str, Any]) -> None:
+    """An optional query or header parameter is `T | None` in Python (None: not sent); a query
+    string or header cannot carry a JSON null, so the document says T."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                branches = schema.get("anyOf", [])
+                if parameter["required"] or len(branches) != 2 or {"type": "null"} not in branches:
+                    continue
+                (kept,) = [b for b in branches if b != {"type": "null"}]
+                del schema["anyOf"]
+                schema.update({k: v for k, v in kept.items() if k not in schema})  # OpenAPI 3.1: $ref takes siblings
 
 
 def render() -> str:

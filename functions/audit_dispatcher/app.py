@@ -1,12 +1,18 @@
 """The scheduled audit's first step: enqueue one task per binding (EventBridge Scheduler, or
-`{"run_id": ...}` from an operator who wants an audit now)."""
+`{"run_id": ...}` from an operator who wants an audit now).
+
+Page reads and sends are retried with back-off (the container's sleep and jitter). When
+dispatch gives up, the run says so (`dispatch_failed`) and covers the tasks that were sent;
+the invocation fails (AuditDispatcherErrorsAlarm) and a run with nothing left to check is
+finalised here first, so its alerts still go out."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from keyhealth.audit.usecases import dispatch_audit, finalize_run
+from keyhealth.audit.ports import RunState
+from keyhealth.audit.usecases import AuditDeps, DispatchFailed, dispatch_audit, finalize_if_complete
 from keyhealth.domain.model import format_time
 from keyhealth.exchanges.registry import NAMES
 from keyhealth.observability import emit_run_metrics, entry_point, logger
@@ -29,8 +35,28 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(run_id=run_id)
     wired = container()
     deps = wired.audit
-    state = dispatch_audit(run_id, wired.bindings, wired.task_queue, deps.runs, deps.services.now, exchanges=NAMES)
-    if state.complete and deps.runs.claim_finalization(run_id):
-        # Nothing to check: summarise at once (an empty run still reports, so "audit not finished" stays quiet).
-        emit_run_metrics(finalize_run(run_id, deps.runs, deps.services, state))
+    env = wired.environment
+    try:
+        state = dispatch_audit(
+            run_id,
+            wired.bindings,
+            wired.task_queue,
+            deps.runs,
+            deps.services.now,
+            exchanges=NAMES,
+            sleep=env.sleep,
+            jitter=env.jitter,
+        )
+    except DispatchFailed as failed:
+        _finalize_if_complete(run_id, deps, failed.state)
+        raise
+    _finalize_if_complete(run_id, deps, state)
     return {"run_id": run_id, "tasks": state.tasks_total}
+
+
+def _finalize_if_complete(run_id: str, deps: AuditDeps, state: RunState) -> None:
+    """Nothing to check (or every task checked during dispatch): nobody else will finalise the
+    run, so summarise at once (an empty run still reports, so "audit not finished" stays quiet)."""
+    summary = finalize_if_complete(run_id, deps, state)
+    if summary is not None and state.dispatch_failed is None:  # a partial run is not a finished audit
+        emit_run_metrics(summary)

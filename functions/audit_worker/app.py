@@ -3,6 +3,10 @@
 Partial batch responses: a task that must wait (throttled exchange, no budget in time, an
 AWS hiccup) is returned as a failure with its visibility set to when it may run again;
 the others are deleted. A task failing every time reaches the dead-letter queue.
+
+Redeliveries are safe: a run counts each binding once (a task it has recorded is not checked
+again), and a run whose finaliser died is finalised by the batch that comes back after the
+queue's visibility timeout (the invocation fails when finalising fails).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.warning("could not delay an audit task", extra={"message_id": message_id})
         failures.append({"itemIdentifier": message_id})
     for summary in outcome.finalized:
-        emit_run_metrics(summary)
-    logger.info("audit batch", extra={"done": outcome.done, "retried": len(outcome.retry)})
+        if "dispatch_failed" not in summary:  # a partial run is not a finished audit (AuditNotFinishedAlarm)
+            emit_run_metrics(summary)
+    logger.info(
+        "audit batch",
+        extra={"done": outcome.done, "duplicates": outcome.duplicates, "retried": len(outcome.retry)},
+    )
     return {"batchItemFailures": failures}

@@ -6,10 +6,18 @@ from collections.abc import Callable
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
-from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, outcome_body, tenant_of
-from keyhealth.api.idempotency import idempotency_key, once, register_context
+from keyhealth.api.http import (
+    BindingIdPath,
+    documented,
+    json_response,
+    lambda_handler_for,
+    new_resolver,
+    outcome_body,
+    tenant_of,
+)
+from keyhealth.api.idempotency import IdempotencyKeyHeader, idempotency_key, once, register_context
 from keyhealth.api.requests import BindRequest, RotateRequest
 from keyhealth.api.responses import BindingWithReport
 from keyhealth.bindings.model import Outcome
@@ -18,8 +26,24 @@ from keyhealth.observability import logger, record_check
 from keyhealth.wiring import container
 
 # Routes carry no return annotation: Powertools would build a schema from `Response`.
-# What each answers is documented with `responses=` (and so in docs/openapi.json).
+# What each answers is documented with `responses=` (and so in docs/openapi.json). The
+# `idempotency` parameter documents the header; `idempotency_key` reads it (whatever its case).
 app = new_resolver()
+
+_BODY = (
+    "JSON, at most 16 KiB as sent (a larger body answers 400 `body_too_large`); an object that repeats a key "
+    "answers 400 `duplicate_key`"
+)
+# The binding a bind creates, for the operations on one binding (OpenAPI links).
+_BOUND = {
+    name: {"operationId": operation, "parameters": {"binding_id": "$response.body#/binding/binding_id"}}
+    for name, operation in (
+        ("GetBinding", "get_binding_bindings__binding_id__get"),
+        ("VerifyBinding", "verify_bindings__binding_id__verify_post"),
+        ("RotateCredentials", "rotate_bindings__binding_id__credentials_put"),
+        ("Unbind", "delete_binding_bindings__binding_id__delete"),
+    )
+}
 
 
 def _idempotently(tenant: str, operation: str, run: Callable[[], Response]) -> Response:
@@ -45,9 +69,11 @@ def _answer(status: int, outcome: Outcome) -> Response:
 @app.post(
     "/bindings",
     summary="Check a key live and store it if usable",
-    responses=documented(201, BindingWithReport, "stored: the binding and its report", 400, 409, 422, 503),
+    responses=documented(
+        201, BindingWithReport, "stored: the binding and its report", 409, 422, 503, checks_key=True, links=_BOUND
+    ),
 )
-def bind(request: Annotated[BindRequest, Body()]):
+def bind(request: Annotated[BindRequest, Body(description=_BODY)], idempotency: IdempotencyKeyHeader = None):
     tenant = tenant_of(app)
     command = request.to_command()
     app.append_context(exchange=command.exchange)
@@ -59,9 +85,15 @@ def bind(request: Annotated[BindRequest, Body()]):
 @app.put(
     "/bindings/<binding_id>/credentials",
     summary="Rotate: check new credentials, swap them in only if usable",
-    responses=documented(200, BindingWithReport, "rotated: the binding and its report", 400, 404, 409, 422, 503),
+    responses=documented(
+        200, BindingWithReport, "rotated: the binding and its report", 404, 409, 422, 503, checks_key=True
+    ),
 )
-def rotate(binding_id: Annotated[str, Path()], request: Annotated[RotateRequest, Body()]):
+def rotate(
+    binding_id: BindingIdPath,
+    request: Annotated[RotateRequest, Body(description=_BODY)],
+    idempotency: IdempotencyKeyHeader = None,
+):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
     services = container().services

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import Field
 
-from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, tenant_of
+from keyhealth.api.http import (
+    BindingIdPath,
+    documented,
+    json_response,
+    lambda_handler_for,
+    new_resolver,
+    tenant_of,
+)
 from keyhealth.api.responses import BindingList, BindingOut, EgressIps
 from keyhealth.api.rules import USER_ID_PATTERN
 from keyhealth.bindings.model import ListQuery
@@ -21,13 +28,17 @@ from keyhealth.wiring import container
 # What each answers is documented with `responses=` (and so in docs/openapi.json).
 app = new_resolver()
 
+_CURSOR = (
+    "the `next_cursor` of the previous page (opaque); a value this API did not hand out answers 400 `invalid_cursor`"
+)
+
 
 @app.get(
     "/bindings/<binding_id>",
     summary="One binding with its last report",
-    responses=documented(200, BindingOut, "the binding", 404),
+    responses=documented(200, BindingOut, "the binding", 404, 503),
 )
-def get_binding(binding_id: Annotated[str, Path()]):
+def get_binding(binding_id: BindingIdPath):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
     binding = load_binding(tenant, binding_id, container().services)
@@ -37,14 +48,14 @@ def get_binding(binding_id: Annotated[str, Path()]):
 @app.get(
     "/bindings",
     summary="The caller's bindings, newest first",
-    responses=documented(200, BindingList, "a page of bindings", 400),
+    responses=documented(200, BindingList, "a page of bindings", 503),
 )
 def get_bindings(
-    user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
-    exchange: Annotated[Exchange | None, Query()] = None,
-    status: Annotated[Status | None, Query()] = None,
-    limit: Annotated[int, Query(), Field(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN, description="only this user's bindings")] = None,
+    exchange: Annotated[Exchange | None, Query(description="only this exchange's bindings")] = None,
+    status: Annotated[Status | None, Query(description="only bindings in this status")] = None,
+    limit: Annotated[int, Query(description="at most this many bindings"), Field(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512, description=_CURSOR)] = None,
 ):
     tenant = tenant_of(app)
     query = ListQuery(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Path
 
-from keyhealth.api.http import documented, lambda_handler_for, new_resolver, tenant_of
+from keyhealth.api.http import BindingIdPath, documented, lambda_handler_for, new_resolver, tenant_of
 from keyhealth.bindings.usecases import unbind
 from keyhealth.observability import logger
 from keyhealth.wiring import container
@@ -20,9 +17,9 @@ app = new_resolver()
 @app.delete(
     "/bindings/<binding_id>",
     summary="Unbind: the secret is scheduled for deletion, the metadata removed",
-    responses=documented(204, None, "unbound", 404, 503),
+    responses=documented(204, None, "unbound (no body)", 404, 409, 503),
 )
-def delete_binding(binding_id: Annotated[str, Path()]):
+def delete_binding(binding_id: BindingIdPath):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
     unbind(tenant, binding_id, container().services)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from aws_lambda_powertools.event_handler.openapi.params import Path
-
-from keyhealth.api.http import documented, json_response, lambda_handler_for, new_resolver, outcome_body, tenant_of
+from keyhealth.api.http import (
+    BindingIdPath,
+    documented,
+    json_response,
+    lambda_handler_for,
+    new_resolver,
+    outcome_body,
+    tenant_of,
+)
 from keyhealth.api.responses import BindingWithReport
 from keyhealth.bindings.usecases import verify_binding
 from keyhealth.observability import logger, record_check
@@ -22,7 +26,7 @@ app = new_resolver()
     summary="Re-check a binding now and store the report",
     responses=documented(200, BindingWithReport, "the binding and the new report", 404, 409, 503),
 )
-def verify(binding_id: Annotated[str, Path()]):
+def verify(binding_id: BindingIdPath):
     tenant = tenant_of(app)
     logger.append_keys(binding_id=binding_id)
     outcome = verify_binding(tenant, binding_id, container().services)

@@ -11,14 +11,15 @@ just before the next `save`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from keyhealth.audit.model import HeldAlert
-from keyhealth.audit.ports import CircuitState, RunState
+from keyhealth.audit.model import AuditTask, HeldAlert
+from keyhealth.audit.ports import CircuitState, NotSent, RunState, TaskDone
 from keyhealth.bindings.model import Binding, ListQuery, Page
+from keyhealth.bindings.ports import BINDING_ID_TAG, TENANT_TAG, StoredCredential
 from keyhealth.domain.credentials import Credentials
 from keyhealth.domain.errors import AlreadyBound, ConcurrentUpdate, StorageAdapterError
 from keyhealth.domain.exchange import CheckResult, ExchangeName, ExchangeSpec
@@ -155,6 +156,7 @@ class StoredSecret:
     versions: dict[str, Credentials]  # version id -> credentials
     stages: dict[str, str]  # stage label (AWSCURRENT, AWSPENDING, AWSPREVIOUS) -> version id
     scheduled_deletion: int | None = None  # the recovery window, while the secret is scheduled for deletion
+    created_at: datetime | None = None  # when it was created (FakeSecrets.now), for the orphan sweep
 
 
 class FakeSecrets(Faults):
@@ -163,10 +165,11 @@ class FakeSecrets(Faults):
 
     ARN_PREFIX = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
 
-    def __init__(self) -> None:
+    def __init__(self, *, now: Callable[[], datetime] | None = None) -> None:
         super().__init__()
         self.secrets: dict[str, StoredSecret] = {}
         self.reads: list[str] = []  # the secret id of every read
+        self.now = now  # stamps each created secret's `created_at` (None: unknown)
 
     def add(self, secret_id: str, credentials: Credentials, *, version_id: str = "v1") -> None:
         """A secret that exists already (test setup: no fault, no call recorded)."""
@@ -182,7 +185,10 @@ class FakeSecrets(Faults):
         secret_id = f"{self.ARN_PREFIX}{name}"
         if secret_id in self.secrets:
             raise StorageAdapterError("fake:create", "ResourceExistsException")
-        self.secrets[secret_id] = StoredSecret(name, dict(tags), {token: credentials}, {"AWSCURRENT": token})
+        created_at = self.now() if self.now is not None else None
+        self.secrets[secret_id] = StoredSecret(
+            name, dict(tags), {token: credentials}, {"AWSCURRENT": token}, created_at=created_at
+        )
         return secret_id
 
     def read(self, secret_id: str, *, stage: str = "AWSCURRENT") -> Credentials:
@@ -236,6 +242,52 @@ class FakeSecrets(Faults):
         self._call("delete_now")
         self._existing(secret_id, "delete_now")
         del self.secrets[secret_id]
+
+    def stored(
+        self,
+        name: str,
+        credentials: Credentials,
+        *,
+        tenant: str | None = None,
+        binding_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> str:
+        """A secret that exists already under `name`, tagged as bind tags them (test setup: no fault, no call
+        recorded); returns its id."""
+        secret_id = f"{self.ARN_PREFIX}{name}"
+        tags = {TENANT_TAG: tenant, BINDING_ID_TAG: binding_id}
+        self.secrets[secret_id] = StoredSecret(
+            name,
+            {k: v for k, v in tags.items() if v is not None},
+            {"v1": credentials},
+            {"AWSCURRENT": "v1"},
+            created_at=created_at,
+        )
+        return secret_id
+
+    def list_stored(self, prefix: str) -> Iterator[StoredCredential]:
+        """Lazily, as the adapter pages: a fault raises at the first `next`; `before["list_stored"]`
+        runs then too (in creation order, a snapshot taken at that moment)."""
+        self._call("list_stored")
+        for secret_id, stored in list(self.secrets.items()):
+            if stored.name.startswith(prefix):
+                yield self._described(secret_id, stored)
+
+    def describe(self, secret_id: str) -> StoredCredential | None:
+        self._call("describe")
+        stored = self.secrets.get(secret_id)
+        return self._described(secret_id, stored) if stored is not None else None
+
+    @staticmethod
+    def _described(secret_id: str, stored: StoredSecret) -> StoredCredential:
+        return StoredCredential(
+            secret_id=secret_id,
+            name=stored.name,
+            tenant=stored.tags.get(TENANT_TAG),
+            binding_id=stored.tags.get(BINDING_ID_TAG),
+            created_at=stored.created_at,
+            scheduled_for_deletion=stored.scheduled_deletion is not None,
+        )
 
     def _existing(self, secret_id: str, operation: str) -> StoredSecret:
         if secret_id not in self.secrets:
@@ -334,14 +386,22 @@ class FakeCircuit(Faults):
 
 
 class FakeRuns(Faults):
+    """The run store, with the adapter's guarantees: a task counts once per (run, binding), the
+    finalisation claim is a lease, and `finish` stores the summary once. `answers_lost["record"]
+    = n`: the next n records are applied and then fail (a timeout after the write)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.states: dict[str, RunState] = {}
         self.counts: dict[str, Counter[str]] = {}
         self.held_alerts: dict[str, dict[tuple[str, str], HeldAlert]] = {}
-        self.claimed: set[str] = set()
+        self.done: dict[str, set[str]] = {}  # run -> the bindings recorded in it
+        self.leases: dict[str, float] = {}  # run -> until when its finaliser holds the claim
+        self.claims: list[tuple[str, float]] = []  # (run, when) of every claim granted
         self.finished: dict[str, dict[str, Any]] = {}
-        self.records: list[tuple[str, dict[str, int], int]] = []
+        self.finishes: list[str] = []  # the run of every finish that stored a summary
+        self.records: list[tuple[str, list[str]]] = []  # (run, binding ids) of every record call
+        self.answers_lost: dict[str, int] = {}
 
     def start(self, run_id: str, started_at: datetime) -> RunState:
         self._call("start")
@@ -349,28 +409,46 @@ class FakeRuns(Faults):
         self.states[run_id] = RunState(run_id, started_at)
         self.counts[run_id] = Counter()
         self.held_alerts[run_id] = {}
+        self.done[run_id] = set()
         return self.states[run_id]
 
-    def dispatched(self, run_id: str, tasks_total: int) -> RunState:
+    def dispatched(self, run_id: str, tasks_total: int, *, failed: str | None = None) -> RunState:
         self._call("dispatched")
-        self.states[run_id] = replace(self.states[run_id], dispatch_done=True, tasks_total=tasks_total)
+        self.states[run_id] = replace(
+            self.states[run_id], dispatch_done=True, tasks_total=tasks_total, dispatch_failed=failed
+        )
         return self.states[run_id]
 
-    def record(self, run_id: str, counters: Mapping[str, int], held: list[HeldAlert], tasks_done: int) -> RunState:
+    def is_done(self, run_id: str, binding_id: str) -> bool:
+        self._call("is_done")
+        return binding_id in self.done.get(run_id, set())
+
+    def record(self, run_id: str, tasks: Sequence[TaskDone]) -> RunState:
         self._call("record")
-        self.records.append((run_id, dict(counters), tasks_done))
-        self.counts[run_id].update(counters)
-        for alert in held:
-            self.held_alerts[run_id][(alert.binding_id, alert.kind)] = alert
+        self.records.append((run_id, [t.binding_id for t in tasks]))
+        done, new = self.done[run_id], 0
+        for task in tasks:
+            if task.binding_id in done:
+                continue
+            done.add(task.binding_id)
+            new += 1
+            self.counts[run_id].update(task.counters)
+            for alert in task.held:
+                self.held_alerts[run_id][(alert.binding_id, alert.kind)] = alert
         state = self.states[run_id]
-        self.states[run_id] = replace(state, tasks_done=state.tasks_done + tasks_done)
+        self.states[run_id] = replace(state, tasks_done=state.tasks_done + new)
+        if self.answers_lost.get("record"):
+            self.answers_lost["record"] -= 1
+            raise StorageAdapterError("fake:record", "ReadTimeoutError")
         return self.states[run_id]
 
-    def claim_finalization(self, run_id: str) -> bool:
+    def claim_finalization(self, run_id: str, *, now: float, lease_seconds: float) -> bool:
         self._call("claim_finalization")
-        if not self.states[run_id].complete or run_id in self.claimed:
+        state = self.states[run_id]
+        if not state.complete or state.finished or self.leases.get(run_id, float("-inf")) > now:
             return False
-        self.claimed.add(run_id)
+        self.leases[run_id] = now + lease_seconds
+        self.claims.append((run_id, now))
         return True
 
     def load(self, run_id: str) -> RunState | None:
@@ -385,7 +463,40 @@ class FakeRuns(Faults):
         self._call("held")
         yield from self.held_alerts[run_id].values()
 
-    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> None:
+    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> bool:
         self._call("finish")
+        if self.states[run_id].finished:
+            return False
         self.finished[run_id] = summary
+        self.finishes.append(run_id)
         self.states[run_id] = replace(self.states[run_id], finished=True)
+        return True
+
+
+class FakeTaskQueue(Faults):
+    """The audit's work queues: `sent` is every task SQS took, in order (one sent twice is there
+    twice). `refuse(binding_id, ...)`: the next send refuses those tasks' entries (a partial
+    SendMessageBatch failure) and takes the others; `answers_lost = n`: the next n sends are taken
+    and then fail (a timeout after SQS took them); `fail("send")`: whole calls fail, nothing taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[AuditTask] = []
+        self.calls_sent: list[list[str]] = []  # the binding ids of every send, in order
+        self.refusing: set[str] = set()
+        self.answers_lost = 0
+
+    def refuse(self, *binding_ids: str) -> None:
+        self.refusing.update(binding_ids)
+
+    def send(self, tasks: list[AuditTask]) -> None:
+        self._call("send")
+        self.calls_sent.append([t.binding_id for t in tasks])
+        refused = [t for t in tasks if t.binding_id in self.refusing]
+        self.refusing -= {t.binding_id for t in refused}
+        self.sent.extend(t for t in tasks if t not in refused)
+        if refused:
+            raise NotSent("fake:send", f"{len(refused)} messages refused", refused)
+        if self.answers_lost:
+            self.answers_lost -= 1
+            raise NotSent("fake:send", "ReadTimeoutError", list(tasks))

@@ -30,6 +30,8 @@ ENI_ACTIONS = (
 # Tracing: Active. X-Ray has no resource-level permissions for these: "*" is the only resource they take.
 XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 TRACING = (XRAY_ACTIONS, ("*",), None)
+# The orphan sweeper lists the stack's secrets: ListSecrets has no resource-level permissions either.
+LIST_SECRETS = ("secretsmanager:ListSecrets",)
 
 
 def via(*services: str) -> str:
@@ -152,6 +154,15 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         "DeadLetters": (("sqs:SendMessage",), ("SlackDeadLetterQueue.Arn",), None),
         "KeyThroughSqs": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("sqs")),
     },
+    "OrphanSweeperRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("OrphanSweeperLogGroup.Arn",), None),
+        "Tracing": TRACING,
+        "ListSecrets": (LIST_SECRETS, ("*",), None),
+        "RemoveOrphanSecrets": (("secretsmanager:DeleteSecret", "secretsmanager:DescribeSecret"), (SECRETS,), None),
+        "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sns")),
+        "Bindings": (("dynamodb:GetItem",), (TABLE,), None),
+        "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+    },
 }
 
 FUNCTIONS = {
@@ -162,6 +173,7 @@ FUNCTIONS = {
     "AuditDispatcherFunction": "AuditDispatcherRole",
     "AuditWorkerFunction": "AuditWorkerRole",
     "SlackNotifierFunction": "SlackNotifierRole",
+    "OrphanSweeperFunction": "OrphanSweeperRole",
 }
 # The functions that call exchanges: their requests must leave from the NAT gateways' Elastic IPs.
 IN_VPC = {"BindFunction", "VerifyFunction", "AuditWorkerFunction"}
@@ -237,7 +249,11 @@ def test_every_function_has_its_own_role_and_no_role_is_generated():
     for function, role in FUNCTIONS.items():
         assert props(function)["Role"] == {"Fn::GetAtt": [role, "Arn"]}
     roles = set(resources("AWS::IAM::Role"))
-    assert roles == set(FUNCTIONS.values()) | {"AuditSchedulerRole", "ApiGatewayCloudWatchRole"}
+    assert roles == set(FUNCTIONS.values()) | {
+        "AuditSchedulerRole",
+        "OrphanSweeperSchedulerRole",
+        "ApiGatewayCloudWatchRole",
+    }
 
 
 def test_no_wildcard_action_and_star_resources_only_for_network_interfaces_and_tracing():
@@ -245,14 +261,20 @@ def test_no_wildcard_action_and_star_resources_only_for_network_interfaces_and_t
         for sid, (actions, resources_, _) in policy_table(role).items():
             assert not any(a.endswith("*") for a in actions), (role, sid)
             if "*" in resources_:
-                assert sid in {"VpcNetworkInterfaces", "Tracing"}, (role, sid)
-                assert set(actions) == set(ENI_ACTIONS if sid == "VpcNetworkInterfaces" else XRAY_ACTIONS), (role, sid)
+                takes_only_star = {
+                    "VpcNetworkInterfaces": ENI_ACTIONS,
+                    "Tracing": XRAY_ACTIONS,
+                    "ListSecrets": LIST_SECRETS,
+                }
+                assert sid in takes_only_star, (role, sid)
+                assert set(actions) == set(takes_only_star[sid]), (role, sid)
 
 
 def test_secrets_are_reached_only_under_the_stacks_prefix():
     for role, table in EXPECTED_POLICIES.items():
         for sid, (actions, resources_, _) in table.items():
-            if any(a.startswith("secretsmanager:") for a in actions) and role != "SlackNotifierRole":
+            reads_prefix = role != "SlackNotifierRole" and sid != "ListSecrets"
+            if any(a.startswith("secretsmanager:") for a in actions) and reads_prefix:
                 assert resources_ == (SECRETS,), (role, sid)
     for name in FUNCTIONS:
         prefix = props(name)["Environment"]["Variables"]["SECRET_PREFIX"]
@@ -587,6 +609,7 @@ def test_api_functions_reserve_concurrency_by_default():
     # Nightly or alert-driven, nothing to bound: no reservation taken from the account's pool.
     assert reserved_concurrency("AuditDispatcherFunction", {}) is None
     assert reserved_concurrency("SlackNotifierFunction", {}) is None
+    assert reserved_concurrency("OrphanSweeperFunction", {}) is None
 
 
 def test_reserved_concurrency_is_off_with_zero():

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from keyhealth.adapters.aws_errors import error_code, storage_call
+from keyhealth.bindings.ports import BINDING_ID_TAG, TENANT_TAG, StoredCredential
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
 from keyhealth.domain.errors import CredentialsBeingDeleted, StorageAdapterError
+
+#: ListSecrets' largest page.
+LIST_PAGE_SIZE = 100
 
 
 def _serialise(credentials: Credentials) -> str:
@@ -32,6 +37,20 @@ def _deserialise(text: str) -> Credentials:
         api_secret=Secret(data["api_secret"]),
         passphrase=Secret(data["passphrase"]) if data.get("passphrase") is not None else None,
         key_type=KeyType(data.get("key_type", "hmac")),
+    )
+
+
+def _stored(entry: dict[str, Any]) -> StoredCredential:
+    """A ListSecrets or DescribeSecret entry: metadata and tags only (neither call returns a value)."""
+    tags = {tag.get("Key"): tag.get("Value") for tag in entry.get("Tags") or []}
+    created = entry.get("CreatedDate")
+    return StoredCredential(
+        secret_id=entry["ARN"],
+        name=entry["Name"],
+        tenant=tags.get(TENANT_TAG),
+        binding_id=tags.get(BINDING_ID_TAG),
+        created_at=created.astimezone(UTC) if isinstance(created, datetime) else None,
+        scheduled_for_deletion=entry.get("DeletedDate") is not None,
     )
 
 
@@ -130,3 +149,32 @@ class SecretsManagerCredentialStore:
     def delete_now(self, secret_id: str) -> None:
         with storage_call("secretsmanager:DeleteSecret"):
             self._client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+
+    def list_stored(self, prefix: str) -> Iterator[StoredCredential]:
+        """ListSecrets, page by page, by name filter. The filter is only a first cut (AWS documents
+        loose matching for some keys): each name is checked against the prefix here, exactly, so a
+        secret of another stack whose name merely resembles ours is never returned."""
+        params: dict[str, Any] = {
+            "Filters": [{"Key": "name", "Values": [prefix]}],
+            "IncludePlannedDeletion": True,
+            "MaxResults": LIST_PAGE_SIZE,
+        }
+        while True:
+            with storage_call("secretsmanager:ListSecrets"):
+                page = self._client.list_secrets(**params)
+            for entry in page.get("SecretList") or []:
+                if str(entry.get("Name", "")).startswith(prefix):
+                    yield _stored(entry)
+            token = page.get("NextToken")
+            if not token:
+                return
+            params["NextToken"] = token
+
+    def describe(self, secret_id: str) -> StoredCredential | None:
+        try:
+            with storage_call("secretsmanager:DescribeSecret"):
+                return _stored(self._client.describe_secret(SecretId=secret_id))
+        except StorageAdapterError as error:
+            if error.reason == "ResourceNotFoundException":
+                return None
+            raise

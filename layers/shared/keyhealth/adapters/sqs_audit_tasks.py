@@ -8,6 +8,7 @@ from typing import Any
 
 from keyhealth.adapters.aws_errors import storage_call
 from keyhealth.audit.model import AuditTask
+from keyhealth.audit.ports import NotSent
 from keyhealth.domain.errors import StorageAdapterError
 from keyhealth.domain.exchange import ExchangeName
 
@@ -20,18 +21,31 @@ class SqsTaskQueue:
         self._urls = queue_urls
 
     def send(self, tasks: list[AuditTask]) -> None:
+        """Every batch is tried; `NotSent` names the tasks of refused entries and of failed calls
+        (a call that timed out may have been taken after all: sending it again makes a duplicate,
+        which the run's recording counts once)."""
         by_exchange: dict[ExchangeName, list[AuditTask]] = {}
         for task in tasks:
             by_exchange.setdefault(task.exchange, []).append(task)
+        unsent: list[AuditTask] = []
+        reason = ""
         for exchange, items in by_exchange.items():
             for start in range(0, len(items), 10):
-                entries = [
-                    {"Id": str(i), "MessageBody": task.to_json()} for i, task in enumerate(items[start : start + 10])
-                ]
-                with storage_call("sqs:SendMessageBatch"):
-                    answer = self._client.send_message_batch(QueueUrl=self._urls[exchange], Entries=entries)
-                if answer.get("Failed"):
-                    raise StorageAdapterError("sqs:SendMessageBatch", f"{len(answer['Failed'])} messages refused")
+                batch = items[start : start + 10]
+                entries = [{"Id": str(i), "MessageBody": task.to_json()} for i, task in enumerate(batch)]
+                try:
+                    with storage_call("sqs:SendMessageBatch"):
+                        answer = self._client.send_message_batch(QueueUrl=self._urls[exchange], Entries=entries)
+                except StorageAdapterError as error:
+                    unsent.extend(batch)
+                    reason = error.reason
+                    continue
+                if failed := answer.get("Failed"):
+                    refused = {str(entry.get("Id")) for entry in failed}
+                    unsent.extend(task for i, task in enumerate(batch) if str(i) in refused)
+                    reason = f"{len(failed)} messages refused ({failed[0].get('Code', 'unknown')})"
+        if unsent:
+            raise NotSent("sqs:SendMessageBatch", reason, unsent)
 
 
 #: SQS's own limit on a message's visibility timeout.

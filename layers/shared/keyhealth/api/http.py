@@ -10,19 +10,20 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseHeader
 from aws_lambda_powertools.logging import correlation_paths
 from pydantic import BaseModel
 
 from keyhealth.api import responses
-from keyhealth.api.rules import MAX_BODY_BYTES, InvalidRequest
+from keyhealth.api.rules import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_RULE, MAX_BODY_BYTES, InvalidRequest
 from keyhealth.domain.errors import (
     AlreadyBound,
     BindingNotFound,
@@ -35,6 +36,7 @@ from keyhealth.domain.errors import (
     RequestInProgress,
     StorageUnavailable,
 )
+from keyhealth.domain.ids import BINDING_ID
 from keyhealth.domain.model import Report
 from keyhealth.domain.tenancy import UnknownPrincipal, tenant_from_principal
 from keyhealth.observability import entry_point, logger, record_check
@@ -63,12 +65,23 @@ def error_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
+    """An error answer, validated against the body model its status documents
+    (`responses.ERROR_BODIES`): a code the document does not list for the status fails."""
     error = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
     body: dict[str, Any] = {"error": error}
     if report is not None:
         body["report"] = report.to_dict()
-        return json_response(status, responses.ErrorWithReport, body, headers)
-    return json_response(status, responses.ErrorOut, body, headers)
+    return json_response(status, responses.ERROR_BODIES[(status, report is not None)], body, headers)
+
+
+#: The `{binding_id}` of a route, documented with its shape (the repository answers any other as missing).
+BindingIdPath = Annotated[
+    str,
+    Path(
+        description="a binding id (`bnd_` and a ULID); any other value answers 404, as a missing binding does",
+        json_schema_extra={"pattern": BINDING_ID.pattern},
+    ),
+]
 
 
 def tenant_of(app: APIGatewayRestResolver) -> str:
@@ -155,6 +168,18 @@ def _proxy_answer(response: Response) -> dict[str, Any]:
     return {"statusCode": response.status_code, "headers": headers, "body": response.body, "isBase64Encoded": False}
 
 
+def _names_idempotency_header(loc: Any) -> bool:
+    return len(loc) == 2 and loc[0] == "header" and str(loc[1]).lower() == IDEMPOTENCY_HEADER.lower()
+
+
+def _frames(error: BaseException) -> list[str]:
+    """`file:line in function` of each frame of the error's traceback, innermost last."""
+    import traceback
+
+    frames = traceback.StackSummary.extract(traceback.walk_tb(error.__traceback__), lookup_lines=False)
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in frames][-8:]
+
+
 def new_resolver() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_json_object)
 
@@ -167,17 +192,16 @@ def new_resolver() -> APIGatewayRestResolver:
         problems = error.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
             return error_response(400, "invalid_json", "the body is not valid JSON")
+        if any(_names_idempotency_header(p.get("loc", ())) for p in problems):  # sent twice: which one?
+            return error_response(400, "invalid_idempotency_key", IDEMPOTENCY_KEY_RULE, field=IDEMPOTENCY_HEADER)
         # loc and msg only: pydantic's `input` would echo the value, which may be a secret.
         details = [
             {"field": ".".join(str(part) for part in p.get("loc", ())[1:]) or "body", "problem": p.get("msg", "")}
             for p in problems
         ]
         first = details[0] if details else {"field": "body", "problem": "invalid"}
-        body: dict[str, Any] = {
-            "error": {"code": "invalid_request", "message": f"{first['field']}: {first['problem']}"}
-        }
-        body["error"]["details"] = details
-        return json_response(400, responses.ErrorOut, body)
+        message = f"{first['field']}: {first['problem']}"
+        return error_response(400, "invalid_request", message, details=details)
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _not_json(error: RequestUnsupportedContentType) -> Response:
@@ -239,33 +263,89 @@ def new_resolver() -> APIGatewayRestResolver:
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response:
-        # The type only: an unexpected exception's text is not known to be free of secrets.
-        logger.error("unexpected error", extra={"error_type": type(error).__name__})
-        import traceback
-
-        traceback.print_exc()
+        # The type and where it was raised only: an unexpected exception's text is not known to be
+        # free of secrets (a traceback would print it, and the source lines around each frame).
+        logger.error("unexpected error", extra={"error_type": type(error).__name__, "raised_at": _frames(error)})
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
     return app
 
 
-_ERROR_DESCRIPTIONS = {
-    400: ("malformed request (stable `error.code`)", "ErrorOut"),
-    404: ("no such binding for this caller", "ErrorOut"),
-    409: ("already_bound, concurrent_update or request_in_progress", "ErrorOut"),
-    422: ("the key fails its check (nothing changed), or idempotency_key_reused", "ErrorWithReport"),
-    503: ("the exchange or storage could not answer; retry after Retry-After", "ErrorWithReport"),
+_RETRY_AFTER: dict[str, OpenAPIResponseHeader] = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 }
 
+# What each error status means, and its body model. Every route can answer 400 (a body that is
+# not UTF-8 JSON or over 16 KiB is refused at the door, on every route), 403 and 500.
+_ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
+    400: (
+        "the request breaks a rule; `error.code` says which, `error.field` names the field or header, "
+        "and for `invalid_request` `error.details` lists every field with its problem (never the value)",
+        responses.BadRequest,
+    ),
+    403: (
+        "`forbidden`: the caller is not an IAM user or role. API Gateway itself answers 403 with "
+        '`{"message": ...}` (or `{"Message": ...}`) before any function runs: no or an invalid SigV4 '
+        "signature, a method or path the API does not have, a resource policy's deny",
+        responses.ForbiddenAnswer,
+    ),
+    404: ("`binding_not_found`: no such binding for this caller (another tenant's binding alike)", responses.NotFound),
+    409: (
+        "`already_bound` (with the `binding_id` that holds this key), `concurrent_update` (another request "
+        "changed the binding meanwhile: read and retry) or `request_in_progress` (the same `Idempotency-Key` "
+        "is still running: `Retry-After`)",
+        responses.Conflict,
+    ),
+    500: ("`internal_error`: an unexpected error, logged; nothing is left half-done", responses.InternalError),
+    503: (
+        "`storage_unavailable`: an AWS call failed and whatever was half-done was undone; retry after `Retry-After`",
+        responses.StorageUnavailable,
+    ),
+}
+# Bind and rotate check the key live: their 422 and 503 can carry the check's report.
+_CHECK_ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
+    422: (
+        "`key_failing` with the check's `report`: the key cannot be used and nothing changed; or "
+        "`idempotency_key_reused` (no report): this `Idempotency-Key` came with another body",
+        responses.Unprocessable,
+    ),
+    503: (
+        "`exchange_unavailable` with the check's `report`: the exchange could not answer and nothing "
+        "changed; or `storage_unavailable` (no report): an AWS call failed and whatever was half-done was "
+        "undone. Retry after `Retry-After`",
+        responses.CheckUnavailable,
+    ),
+}
+_ALWAYS = (400, 403, 500)
 
-def documented(status: int, model: type | None, description: str, *errors: int) -> dict[int, OpenAPIResponse]:
-    """OpenAPI `responses` for a route: its success answer and the errors it can give."""
-    answers: dict[int, OpenAPIResponse] = {status: {"description": description}}
-    if model is not None:
-        answers[status]["content"] = {"application/json": {"model": model}}
-    for code in errors:
-        text, name = _ERROR_DESCRIPTIONS[code]
-        answers[code] = {"description": text, "content": {"application/json": {"model": getattr(responses, name)}}}
+
+def documented(
+    status: int,
+    model: type[BaseModel] | None,
+    description: str,
+    *errors: int,
+    checks_key: bool = False,
+    links: dict[str, Any] | None = None,
+) -> dict[int, OpenAPIResponse]:
+    """OpenAPI `responses` for a route: its success answer (`model` None: no body) and the errors
+    it can give besides 400, 403 and 500, which every route can. `checks_key`: the route checks
+    a key live (bind, rotate), so its 422 and 503 may carry the check's report."""
+    success: OpenAPIResponse = {"description": description}
+    # An empty content map says "no body" (scripts/openapi.py drops it); Powertools would otherwise
+    # document a JSON body of any shape.
+    success["content"] = {"application/json": {"model": model}} if model is not None else {}
+    if links:
+        success["links"] = links
+    answers: dict[int, OpenAPIResponse] = {status: success}
+    for code in sorted({*_ALWAYS, *errors}):
+        text, body = (_CHECK_ERRORS if checks_key and code in _CHECK_ERRORS else _ERRORS)[code]
+        answer: OpenAPIResponse = {"description": text, "content": {"application/json": {"model": body}}}
+        if code in (409, 503):
+            answer["headers"] = _RETRY_AFTER
+        answers[code] = answer
     return answers
 
 

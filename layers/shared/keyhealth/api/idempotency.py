@@ -13,9 +13,10 @@ import json
 import re
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -27,12 +28,29 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from keyhealth.api.rules import InvalidRequest
+from keyhealth.api.rules import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_RULE, InvalidRequest
 from keyhealth.domain.errors import IdempotencyKeyReused, RequestInProgress, StorageUnavailable
 
-HEADER = "Idempotency-Key"
+HEADER = IDEMPOTENCY_HEADER
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 EXPIRES_AFTER_SECONDS = 24 * 3600
+
+#: The header as the OpenAPI document declares it on bind and rotate. Read by `idempotency_key`
+#: (whatever the name's case; a bad value is 400 `invalid_idempotency_key`); Powertools only
+#: refuses it sent twice, which api.http answers with the same code.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description=(
+            "1 to 255 visible ASCII characters (anything else answers 400 `invalid_idempotency_key`): a retry "
+            "with the same key and body within 24 h gets the first success back and changes nothing; the same "
+            "key with another body answers 422 `idempotency_key_reused`, and while the first request runs, "
+            "409 `request_in_progress`"
+        ),
+        json_schema_extra={"pattern": _KEY.pattern},
+    ),
+]
 
 
 class _NotRemembered(Exception):
@@ -64,8 +82,8 @@ def idempotency_key(headers: dict[str, str]) -> str | None:
     value = next((v for k, v in headers.items() if k.lower() == HEADER.lower()), None)
     if value is None:
         return None
-    if not _KEY.match(value):
-        raise InvalidRequest("invalid_idempotency_key", f"{HEADER} must be 1 to 255 visible ASCII characters", HEADER)
+    if not _KEY.fullmatch(value):
+        raise InvalidRequest("invalid_idempotency_key", IDEMPOTENCY_KEY_RULE, HEADER)
     return value
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 MAX_BODY_BYTES = 16 * 1024
 USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_RULE = f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters, sent once"
 
 
 class InvalidRequest(ValueError):

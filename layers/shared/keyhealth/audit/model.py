@@ -156,6 +156,45 @@ def assess(before: Binding, report: Report, now: datetime, *, exchange_name: str
     return result
 
 
+#: Binding.extra key: how the run that checked the binding last had found it (see `as_found_by`).
+RUN_MARK = "audit_run"
+
+
+def as_found_by(binding: Binding, run_id: str) -> Binding:
+    """The binding as run `run_id` found it before checking it.
+
+    A task can be checked twice in one run: its first check was stored, then the worker died
+    before the run recorded it, and the message came back. The second check is assessed against
+    the state the run first found, not the one its first check stored, so the run still sees each
+    transition once (and holds its alert once). Only while nobody else wrote the binding since:
+    a verify or rotate in between is a state of its own.
+    """
+    mark = binding.extra.get(RUN_MARK)
+    if not isinstance(mark, dict) or mark.get("run_id") != run_id or mark.get("version") != binding.version:
+        return binding
+    try:
+        status, unknown_streak = Status(mark["status"]), int(mark["unknown_streak"])
+    except (KeyError, TypeError, ValueError):  # not a mark this code wrote: the binding as it is
+        return binding
+    extra = {k: v for k, v in binding.extra.items() if k not in (RUN_MARK, "expiry_reminders")}
+    if mark.get("expiry_reminders") is not None:
+        extra["expiry_reminders"] = mark["expiry_reminders"]
+    return replace(binding, status=status, unknown_streak=unknown_streak, extra=extra)
+
+
+def marked(after: Binding, found: Binding, run_id: str, *, version: int) -> Binding:
+    """`after`, as it is stored at `version`, remembering how run `run_id` had found it (`found`)."""
+    mark: dict[str, Any] = {
+        "run_id": run_id,
+        "version": version,
+        "status": found.status.value,
+        "unknown_streak": found.unknown_streak,
+    }
+    if (reminders := found.extra.get("expiry_reminders")) is not None:
+        mark["expiry_reminders"] = reminders
+    return replace(after, extra={**after.extra, RUN_MARK: mark})
+
+
 def _expiry_reminder(
     binding: Binding, report: Report, now: datetime, exchange_name: str
 ) -> tuple[Alert | None, dict[str, Any] | None]:

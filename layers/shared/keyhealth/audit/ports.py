@@ -3,12 +3,13 @@ run's bookkeeping, the work queue and a way to read every binding of an exchange
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from keyhealth.audit.model import AuditTask, HeldAlert
+from keyhealth.domain.errors import StorageAdapterError
 from keyhealth.domain.exchange import ExchangeName
 
 
@@ -44,25 +45,43 @@ class RunState:
     run_id: str
     started_at: datetime
     dispatch_done: bool = False
-    tasks_total: int = 0
-    tasks_done: int = 0
+    tasks_total: int = 0  # distinct bindings dispatched (not messages sent: a send may be repeated)
+    tasks_done: int = 0  # distinct bindings recorded
     finished: bool = False
+    dispatch_failed: str | None = None  # why dispatch stopped early: the run covers what was sent
 
     @property
     def complete(self) -> bool:
         return self.dispatch_done and self.tasks_done >= self.tasks_total
 
 
+@dataclass(frozen=True)
+class TaskDone:
+    """One task's contribution to its run: its binding's counters and held alerts, and one task done."""
+
+    binding_id: str
+    counters: Mapping[str, int] = field(default_factory=dict)
+    held: tuple[HeldAlert, ...] = ()
+
+
 class RunStore(Protocol):
     def start(self, run_id: str, started_at: datetime) -> RunState: ...
 
-    def dispatched(self, run_id: str, tasks_total: int) -> RunState: ...
+    def dispatched(self, run_id: str, tasks_total: int, *, failed: str | None = None) -> RunState:
+        """Dispatch is over: `tasks_total` bindings were sent (`failed`: why it stopped early)."""
 
-    def record(self, run_id: str, counters: Mapping[str, int], held: list[HeldAlert], tasks_done: int) -> RunState:
-        """Add a batch's counters and held alerts, and count its tasks as done."""
+    def is_done(self, run_id: str, binding_id: str) -> bool:
+        """True once a task of this binding was recorded in the run (a redelivery needs no check)."""
 
-    def claim_finalization(self, run_id: str) -> bool:
-        """True for exactly one caller, once the run is complete."""
+    def record(self, run_id: str, tasks: Sequence[TaskDone]) -> RunState:
+        """Count each task once per (run, binding): its counters, its held alerts and one task done,
+        all or nothing. A task whose binding the run has recorded already (a redelivered message,
+        a send repeated by the dispatcher, the same message twice in a batch) adds nothing."""
+
+    def claim_finalization(self, run_id: str, *, now: float, lease_seconds: float) -> bool:
+        """True when the run is complete, not finished, and no other claim is live: the caller
+        holds a lease until `now + lease_seconds`. A finaliser that died is taken over once its
+        lease has expired."""
 
     def load(self, run_id: str) -> RunState | None: ...
 
@@ -70,15 +89,28 @@ class RunStore(Protocol):
 
     def held(self, run_id: str) -> Iterator[HeldAlert]: ...
 
-    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> None: ...
+    def finish(self, run_id: str, summary: dict[str, Any], finished_at: datetime) -> bool:
+        """Store the summary and mark the run finished, once: False when it was finished already."""
+
+
+class NotSent(StorageAdapterError):
+    """Some tasks did not reach their queue: `unsent` (refused entries, or a call that failed, in
+    which case SQS may have taken them after all). The others were sent: never send them again."""
+
+    def __init__(self, operation: str, reason: str, unsent: list[AuditTask]) -> None:
+        super().__init__(operation, reason)
+        self.unsent = unsent
 
 
 class TaskQueue(Protocol):
-    def send(self, tasks: list[AuditTask]) -> None: ...
+    def send(self, tasks: list[AuditTask]) -> None:
+        """Enqueue `tasks`; raises `NotSent` naming those that may not have been enqueued."""
 
 
 class BindingSource(Protocol):
     shards: int
 
     def iter_exchange(self, exchange: ExchangeName, shard: int) -> Iterator[tuple[str, str]]:
-        """(tenant, binding_id) of every binding of `exchange` in `shard`, page by page."""
+        """(tenant, binding_id) of every binding of `exchange` in `shard`, page by page, in ascending
+        binding_id order: a reader whose page read failed reads the shard again and skips what it
+        has seen."""

@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
+import random
+import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from keyhealth.audit.model import (
     NEWLY_FAILING_LISTED,
     Assessment,
     AuditTask,
     HeldAlert,
+    as_found_by,
     assess,
     detect_incidents,
+    marked,
     release,
     summarise,
 )
-from keyhealth.audit.ports import BindingSource, Circuit, CircuitState, RateBudget, RunState, RunStore, TaskQueue
+from keyhealth.audit.ports import (
+    BindingSource,
+    Circuit,
+    CircuitState,
+    NotSent,
+    RateBudget,
+    RunState,
+    RunStore,
+    TaskDone,
+    TaskQueue,
+)
 from keyhealth.bindings.model import Binding
 from keyhealth.bindings.ports import Services
 from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
@@ -32,8 +47,55 @@ from keyhealth.domain.ratelimits import RatePlan
 from keyhealth.notify import model as alerts
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SEND_BATCH = 10  # SQS SendMessageBatch takes 10 messages
+#: How long a finaliser holds its claim: longer than a worker invocation may run (its timeout,
+#: 120 s), so a live finaliser is never taken over; shorter than the audit queues' visibility
+#: timeout (720 s), so the batch redelivered after a finaliser died finds the claim expired.
+FINALIZE_LEASE_SECONDS = 360.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded retries, exponential back-off with "equal jitter" (as the Slack webhook's)."""
+
+    attempts: int  # calls in all, the first included
+    base_delay: float  # the first wait's ceiling; doubles per retry
+    max_delay: float
+
+    def wait(self, retry: int, jitter: float) -> float:
+        """Before retry `retry` (1, 2, ...): half the ceiling plus `jitter` (in [0, 1)) of the other half."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (retry - 1))
+        return ceiling / 2 + jitter * ceiling / 2
+
+
+#: A page read or a send of the dispatcher: 8 calls, at most ~23 s of waiting (0.1-0.2 s, then doubling to 10 s).
+DISPATCH_BACKOFF = Backoff(attempts=8, base_delay=0.2, max_delay=10.0)
+#: Recording a batch in its run: every batch's transaction updates the run item, so concurrent
+#: workers' transactions conflict (TransactionConflict) now and then; 8 calls, at most ~3.6 s of waiting.
+RECORD_BACKOFF = Backoff(attempts=8, base_delay=0.05, max_delay=1.0)
+
+
+def retrying(
+    call: Callable[[], T],
+    backoff: Backoff,
+    sleep: Callable[[float], None],
+    jitter: Callable[[], float],
+    what: str,
+) -> T:
+    """`call()`, again after a back-off while it fails with a StorageAdapterError; the last failure is raised.
+    Only for calls that may be repeated: idempotent ones."""
+    for attempt in range(1, backoff.attempts + 1):
+        try:
+            return call()
+        except StorageAdapterError as error:
+            if attempt == backoff.attempts:
+                raise
+            wait = backoff.wait(attempt, jitter())
+            logger.warning("audit: retrying", extra={"call": what, "cause": str(error), "wait": wait})
+            sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass
@@ -46,9 +108,41 @@ class AuditDeps:
     clock: Callable[[], float] = time.time
     max_wait_seconds: float = 20.0  # how long one invocation may wait for budget
     requeue_limit_seconds: float = 900.0  # a throttle longer than this is waited out by later runs
+    sleep: Callable[[float], None] = time.sleep  # back-off between retries of the run's bookkeeping
+    jitter: Callable[[], float] = random.random
+    record_backoff: Backoff = RECORD_BACKOFF
+    finalize_lease_seconds: float = FINALIZE_LEASE_SECONDS
 
 
 # ------------------------------------------------------------------------------ dispatch
+class DispatchFailed(Exception):
+    """Dispatch gave up: a page read or a send failed on every attempt. The run was marked
+    dispatched with the tasks that were sent and `dispatch_failed`, so it finishes over those
+    (`state`) instead of waiting for tasks that will never come."""
+
+    def __init__(self, run_id: str, reason: str, state: RunState) -> None:
+        super().__init__(f"audit {run_id}: dispatch failed ({reason}); {state.tasks_total} tasks were sent")
+        self.run_id = run_id
+        self.reason = reason
+        self.state = state
+
+
+class _GaveUp(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.total += count
+
+
 def dispatch_audit(
     run_id: str,
     source: BindingSource,
@@ -58,30 +152,99 @@ def dispatch_audit(
     *,
     exchanges: Iterable[ExchangeName],
     parallelism: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] = random.random,
+    backoff: Backoff = DISPATCH_BACKOFF,
 ) -> RunState:
     """Enqueue one task per binding, reading every (exchange, shard) partition in parallel.
 
-    Pages are sent as they are read: memory does not grow with the number of bindings.
+    Pages are sent as they are read: memory does not grow with the number of bindings. A page
+    read that fails is retried after a back-off by reading the shard again and skipping the
+    bindings already taken (a shard is read in binding id order); a send that fails is retried
+    with only the tasks SQS did not take. `tasks_total` counts each binding taken once, however
+    many times its task was sent. When a read or a send fails on every attempt, the other
+    partitions stop, the run is marked dispatched over what was sent with `dispatch_failed`, and
+    `DispatchFailed` is raised.
     """
     runs.start(run_id, now())
+    sent = _Tally()
+    stop = threading.Event()  # one partition gave up: the others stop too
 
-    def send_partition(exchange: ExchangeName, shard: int) -> int:
-        sent, chunk = 0, []
-        for tenant, binding_id in source.iter_exchange(exchange, shard):
-            chunk.append(AuditTask(run_id, exchange, tenant, binding_id))
-            if len(chunk) == SEND_BATCH:
-                queue.send(chunk)
-                sent, chunk = sent + len(chunk), []
-        if chunk:
-            queue.send(chunk)
-            sent += len(chunk)
-        return sent
+    def give_up_or_wait(failures: int, error: StorageAdapterError, what: str) -> None:
+        if failures >= backoff.attempts or stop.is_set():
+            raise _GaveUp(f"{error.operation}: {error.reason}") from error
+        wait = backoff.wait(failures, jitter())
+        logger.warning("audit dispatch: retrying", extra={"call": what, "cause": str(error), "wait": wait})
+        sleep(wait)
+
+    def send(chunk: list[AuditTask]) -> None:
+        pending = chunk
+        for failures in itertools.count(1):
+            try:
+                queue.send(pending)
+                break
+            except StorageAdapterError as error:
+                if isinstance(error, NotSent):
+                    pending = error.unsent  # the others were taken: never sent twice on purpose
+                try:
+                    give_up_or_wait(failures, error, "send")
+                except _GaveUp:
+                    sent.add(len(chunk) - len(pending))
+                    raise
+        sent.add(len(chunk))
+
+    def read(exchange: ExchangeName, shard: int) -> Iterator[tuple[str, str]]:
+        last: str | None = None  # the last binding id taken from this shard
+        failures = 0
+        while True:
+            skip_to = last
+            try:
+                for tenant, binding_id in source.iter_exchange(exchange, shard):
+                    if skip_to is not None and binding_id <= skip_to:
+                        continue  # taken before the page read failed
+                    last, failures = binding_id, 0
+                    yield tenant, binding_id
+                return
+            except StorageAdapterError as error:
+                failures += 1
+                give_up_or_wait(failures, error, f"read {exchange} shard {shard}")
+
+    def send_partition(exchange: ExchangeName, shard: int) -> None:
+        chunk: list[AuditTask] = []
+        try:
+            for tenant, binding_id in read(exchange, shard):
+                if stop.is_set():
+                    return
+                chunk.append(AuditTask(run_id, exchange, tenant, binding_id))
+                if len(chunk) == SEND_BATCH:
+                    send(chunk)
+                    chunk = []
+            if chunk:
+                send(chunk)
+        except BaseException:
+            stop.set()  # before the next partition starts: what was sent is settled
+            raise
 
     partitions = [(exchange, shard) for shard in range(source.shards) for exchange in exchanges]
+    failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=parallelism) as pool:
-        total = sum(pool.map(lambda p: send_partition(*p), partitions))
-    state = runs.dispatched(run_id, total)
-    logger.info("audit dispatched", extra={"run_id": run_id, "tasks": total})
+        futures = [pool.submit(send_partition, exchange, shard) for exchange, shard in partitions]
+        for future in as_completed(futures):
+            if (error := future.exception()) is not None and failure is None:
+                failure = error
+
+    def dispatched(failed: str | None = None) -> RunState:
+        return retrying(
+            lambda: runs.dispatched(run_id, sent.total, failed=failed), backoff, sleep, jitter, "dispatched"
+        )
+
+    if failure is not None:
+        reason = failure.reason if isinstance(failure, _GaveUp) else type(failure).__name__
+        state = dispatched(reason)
+        logger.error("audit dispatch failed", extra={"run_id": run_id, "reason": reason, "tasks": sent.total})
+        raise DispatchFailed(run_id, reason, state) from failure
+    state = dispatched()
+    logger.info("audit dispatched", extra={"run_id": run_id, "tasks": sent.total})
     return state
 
 
@@ -89,7 +252,8 @@ def dispatch_audit(
 @dataclass
 class BatchOutcome:
     retry: dict[str, float] = field(default_factory=dict)  # message id -> seconds before it is seen again
-    done: int = 0
+    done: int = 0  # tasks done with: recorded now, or recorded before (redelivered, sent twice)
+    duplicates: int = 0  # of those, the ones their run had recorded already (or twice in this batch)
     finalized: list[dict[str, Any]] = field(default_factory=list)  # the summaries of the runs this batch finalised
 
 
@@ -99,44 +263,84 @@ class _Retry(Exception):
         self.delay = delay
 
 
+STORAGE_RETRY_SECONDS = 5.0
+
+
 def audit_batch(messages: Iterable[tuple[str, AuditTask]], deps: AuditDeps, *, concurrency: int = 10) -> BatchOutcome:
     """Check each task's binding; tasks that must wait (throttled exchange, no budget in time,
-    storage errors) are returned for redelivery; the rest are recorded in their run."""
+    storage errors) are returned for redelivery; the rest are recorded in their run, once per
+    (run, binding) whatever the deliveries.
+
+    A task the run has recorded already (its batch came back: the worker died after recording
+    it, or the dispatcher sent it twice) is not checked again. A run this batch completes is
+    finalised here; if that fails, the exception fails the invocation, the batch comes back
+    after the queue's visibility timeout and finalises then (the claim has expired).
+    """
     messages = list(messages)
     outcome = BatchOutcome()
-    results: dict[str, list[Assessment]] = {}
-    done_per_run: Counter[str] = Counter()
+    first: dict[tuple[str, str], str] = {}  # (run, binding) -> the message checked for it
+    unique: list[tuple[str, AuditTask]] = []
+    for message_id, task in messages:
+        if first.setdefault((task.run_id, task.binding_id), message_id) == message_id:
+            unique.append((message_id, task))
+        else:  # the same task twice in one batch: checked once; the other copy is done with
+            outcome.done += 1
+            outcome.duplicates += 1
 
-    def one(item: tuple[str, AuditTask]) -> tuple[str, AuditTask, Assessment | None, float | None]:
+    def one(item: tuple[str, AuditTask]) -> tuple[str, AuditTask, TaskDone | None, float | None]:
+        """(message id, task, its contribution (None: recorded before), the delay of a retry)."""
         message_id, task = item
         try:
-            return message_id, task, audit_one(task, deps), None
+            if deps.runs.is_done(task.run_id, task.binding_id):
+                return message_id, task, None, None
+            assessment = audit_one(task, deps)
         except _Retry as retry:
             return message_id, task, None, retry.delay
         except StorageAdapterError as error:
             logger.warning("audit task will be retried", extra={"binding_id": task.binding_id, "cause": str(error)})
-            return message_id, task, None, 5.0
+            return message_id, task, None, STORAGE_RETRY_SECONDS
+        if assessment is None:  # unbound since: done, nothing to count
+            return message_id, task, TaskDone(task.binding_id), None
+        return message_id, task, TaskDone(task.binding_id, assessment.counters, tuple(assessment.held)), None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(messages)))) as pool:
-        for message_id, task, assessment, delay in pool.map(one, messages):
+    per_run: dict[str, list[tuple[str, TaskDone | None]]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(unique)))) as pool:
+        for message_id, task, done, delay in pool.map(one, unique):
             if delay is not None:
                 outcome.retry[message_id] = delay
-                continue
-            done_per_run[task.run_id] += 1
-            if assessment is not None:
-                results.setdefault(task.run_id, []).append(assessment)
+            else:
+                per_run.setdefault(task.run_id, []).append((message_id, done))
 
-    for run_id, done in done_per_run.items():
-        counters: Counter[str] = Counter()
-        held: list[HeldAlert] = []
-        for assessment in results.get(run_id, []):
-            counters.update(assessment.counters)
-            held.extend(assessment.held)
-        state = deps.runs.record(run_id, counters, held, done)
-        outcome.done += done
-        if state.complete and deps.runs.claim_finalization(run_id):
-            outcome.finalized.append(finalize_run(run_id, deps.runs, deps.services, state))
+    for run_id, items in per_run.items():
+        new = [done for _, done in items if done is not None]
+        try:
+            state = _record_in_run(deps, run_id, new)
+        except StorageAdapterError as error:  # recording is idempotent: the tasks come back and record then
+            logger.warning("audit tasks will be retried", extra={"run_id": run_id, "cause": str(error)})
+            outcome.retry.update((message_id, STORAGE_RETRY_SECONDS) for message_id, _ in items)
+            continue
+        outcome.done += len(items)
+        outcome.duplicates += len(items) - len(new)
+        if state is not None and (summary := finalize_if_complete(run_id, deps, state)) is not None:
+            outcome.finalized.append(summary)
     return outcome
+
+
+def _record_in_run(deps: AuditDeps, run_id: str, new: list[TaskDone]) -> RunState | None:
+    """Record the batch's new tasks (retried: recording is idempotent); none new: the run's state."""
+    call: Callable[[], RunState | None] = (
+        functools.partial(deps.runs.record, run_id, new) if new else functools.partial(deps.runs.load, run_id)
+    )
+    return retrying(call, deps.record_backoff, deps.sleep, deps.jitter, "record")
+
+
+def finalize_if_complete(run_id: str, deps: AuditDeps, state: RunState) -> dict[str, Any] | None:
+    """Finalise the run if it is complete and nobody else holds the claim: its summary, else None."""
+    if not state.complete or state.finished:
+        return None
+    if not deps.runs.claim_finalization(run_id, now=deps.clock(), lease_seconds=deps.finalize_lease_seconds):
+        return None
+    return finalize_run(run_id, deps.runs, deps.services, state)
 
 
 def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
@@ -152,7 +356,7 @@ def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
         if circuit.code == FindingCode.RATE_LIMITED.value and circuit.remaining(now) <= deps.requeue_limit_seconds:
             raise _Retry(circuit.remaining(now), "exchange throttled")
         # Banned, blocked or throttled for long: record that this key could not be asked now.
-        return _record(deps, binding, _unasked_report(binding.exchange, circuit.code, services))
+        return _record(deps, binding, _unasked_report(binding.exchange, circuit.code, services), task.run_id)
 
     cost = plan.audit_check_cost()
     if not deps.budget.acquire(binding.exchange, cost, deadline=now + deps.max_wait_seconds):
@@ -167,7 +371,7 @@ def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
         # Our own pacing was off (or other traffic shares the IP): check this key again later
         # rather than count it unknown.
         raise _Retry(max(result.retry_after or 0.0, plan.default_backoff_seconds), "throttled")
-    return _record(deps, binding, result.report)
+    return _record(deps, binding, result.report, task.run_id)
 
 
 def _update_circuit(deps: AuditDeps, plan: RatePlan, state: CircuitState, result: CheckResult) -> None:
@@ -201,12 +405,18 @@ def _unasked_report(exchange: ExchangeName, code: str | None, services: Services
     )
 
 
-def _record(deps: AuditDeps, binding: Binding, report: Report) -> Assessment:
-    """Store the check's outcome with optimistic locking; a concurrent write is re-read once."""
+def _record(deps: AuditDeps, binding: Binding, report: Report, run_id: str) -> Assessment:
+    """Store the check's outcome with optimistic locking; a concurrent write is re-read once.
+
+    The check is assessed against the binding as this run found it (`as_found_by`): a second
+    check in the same run, after a first one stored but never recorded, sees the same transition.
+    """
     services = deps.services
     for attempt in (1, 2):
         exchange_name = services.checkers[binding.exchange].spec.display_name
-        assessment = assess(binding, report, services.now(), exchange_name=exchange_name)
+        found = as_found_by(binding, run_id)
+        assessment = assess(found, report, services.now(), exchange_name=exchange_name)
+        assessment.binding = marked(assessment.binding, found, run_id, version=binding.version + 1)
         try:
             services.bindings.save(assessment.binding, previous=binding)
             return assessment
@@ -219,10 +429,14 @@ def _record(deps: AuditDeps, binding: Binding, report: Report) -> Assessment:
 
 
 # ------------------------------------------------------------------------------ finalize
-def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunState) -> dict[str, Any]:
-    """Publish the run's alerts (folding correlated ones into incidents) and its summary.
+def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunState) -> dict[str, Any] | None:
+    """Publish the run's alerts (folding correlated ones into incidents) and its summary, then
+    store the summary: its summary, or None when another finaliser had stored it already.
 
     Held alerts are streamed, never all in memory; only the summary's bounded list is kept.
+    At least once: a finaliser that dies part-way is taken over (the claim is a lease), and the
+    one that takes over publishes everything again; the summary is computed from the run's
+    counters, which count each binding once, and stored once.
     """
     counters = runs.counters(run_id)
     finished_at = services.now()
@@ -240,7 +454,11 @@ def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunStat
     summary = summarise(run_id, counters, newly_failing, incidents, state.started_at, finished_at)
     summary["newly_failing_count"] = newly_failing_count
     summary["exchange_names"] = {name: names[name] for name in summary["by_exchange"] if name in names}
+    if state.dispatch_failed is not None:
+        summary["dispatch_failed"] = state.dispatch_failed  # the run covers only the tasks that were sent
     services.alerts.publish(alerts.audit_summary(summary))
-    runs.finish(run_id, summary, finished_at)
+    if not runs.finish(run_id, summary, finished_at):
+        logger.warning("audit finished by another finaliser", extra={"run_id": run_id})
+        return None
     logger.info("audit finished", extra={"run_id": run_id, "checked": summary["counts"]["total"]})
     return summary

@@ -6,7 +6,7 @@ chooses. Nothing here imports boto3 or httpx."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -15,6 +15,11 @@ from keyhealth.bindings.model import Binding, ListQuery, Page
 from keyhealth.domain.credentials import Credentials
 from keyhealth.domain.exchange import ExchangeChecker, ExchangeName
 from keyhealth.notify.ports import AlertPublisher
+
+#: The tags bind puts on every secret it creates (`<secret_prefix><binding_id>`): which tenant's binding
+#: the secret backs. The orphan sweeper reads them (never the value) to find that binding.
+TENANT_TAG = "keyhealth:tenant"
+BINDING_ID_TAG = "keyhealth:binding_id"
 
 
 class BindingRepository(Protocol):
@@ -37,6 +42,18 @@ class BindingRepository(Protocol):
 
     # builtins.list: below `def list`, a bare `list` in this class's annotations is that method
     def bindings_of_account(self, tenant: str, exchange: ExchangeName, account_id: str) -> builtins.list[str]: ...
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """A secret as the credential store lists it: its id, name, bind's tags and its dates; never its value."""
+
+    secret_id: str  # the ARN, as `Binding.secret_id` holds it
+    name: str
+    tenant: str | None  # TENANT_TAG (None: the secret does not carry it)
+    binding_id: str | None  # BINDING_ID_TAG
+    created_at: datetime | None  # aware (UTC); None when the store does not say
+    scheduled_for_deletion: bool = False  # an unbind (or an earlier sweep) scheduled it: the store removes it
 
 
 class CredentialStore(Protocol):
@@ -65,6 +82,14 @@ class CredentialStore(Protocol):
 
     def delete_now(self, secret_id: str) -> None:
         """Remove a secret that never backed a stored binding (bind compensation)."""
+
+    def list_stored(self, prefix: str) -> Iterator[StoredCredential]:
+        """Every secret whose name starts with `prefix`, those scheduled for deletion included (and
+        marked so), read page by page from the listing (names, tags, dates: no value is read). A page
+        that cannot be read raises `StorageAdapterError` where the iteration stands."""
+
+    def describe(self, secret_id: str) -> StoredCredential | None:
+        """The secret as it is now (None: it no longer exists), from its metadata, not its value."""
 
 
 @dataclass

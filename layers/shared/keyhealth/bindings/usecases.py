@@ -23,7 +23,7 @@ from keyhealth.bindings.model import (
     RotateCommand,
     api_key_hash,
 )
-from keyhealth.bindings.ports import Services
+from keyhealth.bindings.ports import BINDING_ID_TAG, TENANT_TAG, Services
 from keyhealth.domain.errors import (
     AlreadyBound,
     BindingNotFound,
@@ -84,7 +84,7 @@ def bind_key(command: BindCommand, tenant: str, services: Services) -> Outcome:
         secret_id = services.secrets.create(
             f"{services.secret_prefix}{binding_id}",
             command.credentials,
-            tags={"keyhealth:tenant": tenant, "keyhealth:binding_id": binding_id},
+            tags={TENANT_TAG: tenant, BINDING_ID_TAG: binding_id},
             token=str(uuid.uuid4()),
         )
 
@@ -134,10 +134,12 @@ def _forget_secret(services: Services, secret_id: str, binding_id: str) -> None:
     try:
         services.secrets.delete_now(secret_id)
     except StorageAdapterError:
-        # Both AWS calls failed: the secret is tagged with its binding id and no item points to
-        # it; the log line lets ops remove it (it holds credentials that were never used).
+        # Both AWS calls failed: the secret is tagged with its tenant and binding id and no item
+        # points to it. The daily orphan sweeper (keyhealth.bindings.sweeper, OrphanSweeperFunction)
+        # finds it once it is an hour old and schedules its deletion; the line says which one.
         logger.error(
-            "orphan secret left after a failed bind",
+            "orphan secret left after a failed bind: the daily orphan sweeper (OrphanSweeperFunction) "
+            "schedules its deletion",
             extra={"binding_id": binding_id, "secret_id": secret_id},
         )
 

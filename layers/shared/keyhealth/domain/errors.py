@@ -98,3 +98,15 @@ class IdempotencyKeyReused(KeyhealthError):
 class CredentialsBeingDeleted(StorageAdapterError):
     """The credential store refused because the credentials are scheduled for deletion: an
     unbind of their binding is under way (or done). Not transient: the binding is going."""
+
+
+class CredentialsUnreadable(StorageAdapterError):
+    """The stored credentials cannot be decrypted: wrong context (a ciphertext copied from another
+    binding or tenant), key disabled or deleted, or tampered with. Not transient: retrying gives the
+    same answer until an operator acts (re-enable the key, restore the item, bind again)."""
+
+
+class CredentialsConflict(StorageAdapterError):
+    """The credential store's versions are not what the call expects: a concurrent rotation moved
+    them (the pending version is another one, the current one is not the one being demoted), or
+    they kept changing between our read and our write. Nothing was written by this call."""

@@ -14,6 +14,7 @@ from keyhealth.notify.model import (
     AlertMessage,
     AuditSummary,
     Incident,
+    OrphansRemoved,
     StatusChanged,
     TradingExpiring,
     UnknownAlert,
@@ -52,6 +53,9 @@ def subject(message: AlertMessage) -> str:
                 f"keyhealth: audit {_shown(message.run_id)}: {_shown(counts.get('total'))} checked, "
                 f"{_shown(counts.get('failing'))} failing, {_shown(message.newly_failing_count)} newly failing"
             )
+        case OrphansRemoved():
+            failed = f", {_shown(message.failed)} failed" if message.failed else ""
+            text = f"keyhealth: orphan sweep removed {_shown(message.count)} stored credentials{failed}"
         case UnknownAlert():
             text = f"keyhealth: {message.type}"
     return text if len(text) <= SUBJECT_LIMIT else text[: SUBJECT_LIMIT - 3] + "..."
@@ -70,6 +74,8 @@ def text(message: AlertMessage) -> str:
             lines = _incident(message)
         case AuditSummary():
             lines = _audit_summary(message)
+        case OrphansRemoved():
+            lines = _orphans_removed(message)
         case UnknownAlert():
             details = json.dumps(message.to_body(), indent=2, sort_keys=True, ensure_ascii=False, default=str)
             lines = [f"A keyhealth alert of type {message.type}:", "", details]
@@ -158,6 +164,44 @@ def _audit_summary(message: AuditSummary) -> list[str]:
             f"({_shown(item.likely_cause)})"
         )
     return lines
+
+
+def _orphans_removed(message: OrphansRemoved) -> list[str]:
+    prefix = _shown(message.secret_prefix)
+    lines = [
+        f"The daily orphan sweep checked {_shown(message.checked)} stored credentials (secrets named "
+        f"{prefix}<binding id>) and scheduled the deletion of {_shown(message.count)} that no binding points to. "
+        f"Secrets Manager removes them after {_shown(message.recovery_days)} days; until then "
+        f"`aws secretsmanager restore-secret --secret-id {prefix}<binding id>` brings one back.",
+        "",
+        "Why: a bind whose binding write and compensating delete both failed leaves its secret behind (logged as "
+        '"orphan secret left after a failed bind"). They held credentials no binding ever used.',
+    ]
+    lines += _id_list("Removed", message.binding_ids, message.count)
+    if message.failed:
+        lines += [
+            "",
+            f"{_shown(message.failed)} could not be checked or removed (a storage error): the next sweep tries "
+            "them again; the sweeper's log says which call failed.",
+            *_id_list("Not done", message.failed_binding_ids, message.failed),
+        ]
+    if message.complete is False:
+        lines += ["", "The listing of the secrets failed part-way: the sweep stopped there (the function failed too)."]
+    return [
+        *lines,
+        "",
+        "What to do: nothing when these match the double-fault log lines. Many at once, or secrets of bindings that "
+        "exist, would mean the sweeper read the wrong table: restore them and check its TABLE_NAME.",
+        f"Swept: {_shown(message.swept_at)}",
+    ]
+
+
+def _id_list(title: str, binding_ids: tuple[str, ...], count: int | None) -> list[str]:
+    if not binding_ids:
+        return []
+    rest = (count or 0) - len(binding_ids)
+    more = [f"  and {rest} more"] if rest > 0 else []
+    return ["", f"{title}:", *[f"- {binding_id}" for binding_id in binding_ids], *more]
 
 
 def _binding_line(message: Unreachable | TradingExpiring) -> str:

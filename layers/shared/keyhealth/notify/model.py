@@ -10,22 +10,25 @@ renderers say so. A value of the wrong kind (a count that is not a number, findi
 raises `MalformedAlert`; the module's `from_body()` then returns an `UnknownAlert` holding the body as it
 came, which the renderers show generically: a message is never lost.
 
-The builders below (`status_changed`, `unreachable`, `trading_expiring`, `incident`, `audit_summary`) turn
-domain objects into an `Alert`: subject, JSON body, email text and the attributes subscribers filter on.
+The builders below (`status_changed`, `unreachable`, `trading_expiring`, `incident`, `audit_summary`,
+`orphans_removed`) turn domain objects into an `Alert`: subject, JSON body, email text and the attributes
+subscribers filter on.
 `exchange_name` is the exchange's own spelling of its name (its spec's display name).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from keyhealth.bindings.model import Binding
 from keyhealth.domain.model import Report, Status, format_time
 
 SUBJECT_LIMIT = 100  # SNS refuses longer subjects
+MAX_ORPHAN_IDS = 20  # binding ids an orphan sweep's alert lists (its counts are exact)
 
 _SEVERITY_OF_STATUS = {
     Status.FAILING: "critical",
@@ -375,6 +378,58 @@ class AuditSummary:
 
 
 @dataclass(frozen=True)
+class OrphansRemoved:
+    """The daily orphan sweep scheduled the deletion of stored credentials no binding points to (the
+    secrets of binds whose binding write and compensating delete both failed), and says what it could not do.
+
+    `count` and `failed` are exact; `binding_ids` and `failed_binding_ids` list the first MAX_ORPHAN_IDS
+    only. A secret's name is `secret_prefix` + its binding id. `complete` is False when the listing of
+    the secrets failed part-way (the sweep stopped there; the function failed too).
+    """
+
+    TYPE: ClassVar[str] = "orphans_removed"
+
+    count: int | None = None  # secrets scheduled for deletion
+    failed: int | None = None  # secrets that could not be checked or removed (the next sweep tries again)
+    checked: int | None = None  # secrets listed under the prefix
+    binding_ids: tuple[str, ...] = ()
+    failed_binding_ids: tuple[str, ...] = ()
+    secret_prefix: str | None = None
+    recovery_days: int | None = None  # until then, `restore-secret` brings one back
+    swept_at: str | None = None
+    complete: bool | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "count": self.count,
+            "failed": self.failed,
+            "checked": self.checked,
+            "binding_ids": list(self.binding_ids),
+            "failed_binding_ids": list(self.failed_binding_ids),
+            "secret_prefix": self.secret_prefix,
+            "recovery_days": self.recovery_days,
+            "swept_at": self.swept_at,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(
+            count=_int(body, "count"),
+            failed=_int(body, "failed"),
+            checked=_int(body, "checked"),
+            binding_ids=_strings(body, "binding_ids"),
+            failed_binding_ids=_strings(body, "failed_binding_ids"),
+            secret_prefix=_str(body, "secret_prefix"),
+            recovery_days=_int(body, "recovery_days"),
+            swept_at=_str(body, "swept_at"),
+            complete=_bool(body, "complete"),
+        )
+
+
+@dataclass(frozen=True)
 class UnknownAlert:
     """A body of a type this version does not know, or of a known type in a shape it cannot read:
     kept as it came, and shown as it came."""
@@ -397,10 +452,11 @@ class UnknownAlert:
         return cls(dict(body))
 
 
-AlertMessage = StatusChanged | Unreachable | TradingExpiring | Incident | AuditSummary | UnknownAlert
+KnownAlert = StatusChanged | Unreachable | TradingExpiring | Incident | AuditSummary | OrphansRemoved
+AlertMessage = KnownAlert | UnknownAlert
 
-KNOWN_TYPES: dict[str, type[StatusChanged | Unreachable | TradingExpiring | Incident | AuditSummary]] = {
-    kind.TYPE: kind for kind in (StatusChanged, Unreachable, TradingExpiring, Incident, AuditSummary)
+KNOWN_TYPES: dict[str, type[KnownAlert]] = {
+    kind.TYPE: kind for kind in (StatusChanged, Unreachable, TradingExpiring, Incident, AuditSummary, OrphansRemoved)
 }
 
 
@@ -499,6 +555,32 @@ def audit_summary(body: dict[str, Any]) -> Alert:
     return Alert.of(message, severity=worst, exchange="all", status="summary")
 
 
+def orphans_removed(
+    *,
+    binding_ids: Sequence[str],
+    failed_binding_ids: Sequence[str],
+    checked: int,
+    secret_prefix: str,
+    recovery_days: int,
+    swept_at: datetime,
+    complete: bool = True,
+) -> Alert:
+    """One orphan sweep's outcome: the secrets it scheduled for deletion and those it could not check or remove
+    (their binding ids, all of them: the alert keeps the counts and the first MAX_ORPHAN_IDS)."""
+    message = OrphansRemoved(
+        count=len(binding_ids),
+        failed=len(failed_binding_ids),
+        checked=checked,
+        binding_ids=tuple(binding_ids[:MAX_ORPHAN_IDS]),
+        failed_binding_ids=tuple(failed_binding_ids[:MAX_ORPHAN_IDS]),
+        secret_prefix=secret_prefix,
+        recovery_days=recovery_days,
+        swept_at=format_time(swept_at),
+        complete=complete,
+    )
+    return Alert.of(message, severity="warning", exchange="all", status="sweep")
+
+
 def _binding_ref(binding: Binding, exchange_name: str) -> dict[str, Any]:
     return {
         "binding_id": binding.binding_id,
@@ -539,6 +621,22 @@ def _int(body: Mapping[str, Any], key: str) -> int | None:
     if value is None or _is_int(value):
         return value
     raise MalformedAlert(f"{key!r} is not a whole number")
+
+
+def _bool(body: Mapping[str, Any], key: str) -> bool | None:
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise MalformedAlert(f"{key!r} is not true or false")
+
+
+def _strings(body: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = body.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise MalformedAlert(f"{key!r} is not a list of strings")
+    return tuple(value)
 
 
 def _number(body: Mapping[str, Any], key: str) -> float | None:

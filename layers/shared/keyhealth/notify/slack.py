@@ -23,6 +23,7 @@ from keyhealth.notify.model import (
     AuditSummary,
     Incident,
     NewlyFailing,
+    OrphansRemoved,
     StatusChanged,
     TradingExpiring,
     UnknownAlert,
@@ -96,6 +97,8 @@ def _layout(message: AlertMessage, names: Names) -> tuple[str, list[dict[str, An
             return _incident(message, names)
         case AuditSummary():
             return _audit_summary(message, names)
+        case OrphansRemoved():
+            return _orphans_removed(message)
         case UnknownAlert():
             return _generic(message, names)
 
@@ -299,6 +302,53 @@ def _newly_failing_line(binding: NewlyFailing, names: Names) -> str:
         f"{_escape(_exchange_name(binding.exchange, None, names))} {_code(binding.binding_id)} of user "
         f"{_code(binding.user_id)}: {codes}"
     )
+
+
+def _orphans_removed(message: OrphansRemoved) -> tuple[str, list[dict[str, Any]]]:
+    count, failed = _or(message.count, "?"), message.failed or 0
+    title = f"Orphan sweep: {count} stored credentials no binding points to scheduled for deletion"
+    if failed:
+        title += f", {failed} not done"
+    prefix = _code(f"{message.secret_prefix or '?'}<binding id>")
+    days = _or(message.recovery_days, "?")
+    text = (
+        f"The daily orphan sweep scheduled the deletion of {_escape(count)} secrets ({prefix}) that no binding "
+        f"points to: the credentials of binds whose binding write and compensating delete both failed. Secrets "
+        f"Manager removes them after {_escape(days)} days; `restore-secret` brings one back until then."
+    )
+    if failed:
+        text += f"\n{_escape(failed)} could not be checked or removed (a storage error): the next sweep tries again."
+    if message.complete is False:
+        text += "\nThe listing of the secrets failed part-way: the sweep stopped there."
+    text += (
+        "\n\n*What to do:* nothing when these match the `orphan secret left after a failed bind` log lines. "
+        "Many at once, or secrets of bindings that exist, would mean the sweeper read the wrong table: restore "
+        "them and check its `TABLE_NAME`."
+    )
+    blocks = [
+        _header(f":broom: {title}"),
+        _section(text),
+        *_fields(
+            [
+                ("Scheduled for deletion", _escape(count)),
+                ("Not done", _escape(failed)),
+                ("Checked", _escape(_or(message.checked, "?"))),
+                ("Recovery window", f"{_escape(days)} days"),
+            ]
+        ),
+    ]
+    for heading, ids, total in (
+        ("Scheduled for deletion", message.binding_ids, message.count),
+        ("Not done", message.failed_binding_ids, message.failed),
+    ):
+        if ids:
+            blocks.append(
+                _list_section(f"*{heading} ({_escape(_or(total, len(ids)))})*", [_code(i) for i in ids], "ids")
+            )
+            if (total or 0) > len(ids):  # the alert lists the first ones only
+                blocks.append(_context([f"and {(total or 0) - len(ids)} more, named in the sweeper's log"]))
+    blocks.append(_context([f"Swept {_escape(message.swept_at or 'at an unknown time')}", "keyhealth"]))
+    return title, blocks
 
 
 def _generic(message: UnknownAlert, names: Names) -> tuple[str, list[dict[str, Any]]]:

@@ -3,125 +3,23 @@ the rate budget, the circuit, the binding and the run, for each answer an exchan
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import replace
 
-import pytest
-
-from keyhealth.audit.model import AuditTask
 from keyhealth.audit.ports import CircuitState
-from keyhealth.audit.usecases import AuditDeps, audit_batch, audit_one
-from keyhealth.bindings.model import Binding
-from keyhealth.bindings.ports import Services
-from keyhealth.domain.credentials import Credentials, KeyType, Secret
-from keyhealth.domain.exchange import CheckResult
-from keyhealth.domain.findings import make_finding
-from keyhealth.domain.model import FindingCode, Report, Scope, Status
+from keyhealth.audit.usecases import audit_one
+from keyhealth.domain.model import Scope, Status
 from keyhealth.exchanges import binance
 from keyhealth.exchanges.registry import RATE_PLANS as PLANS
-from keyhealth.exchanges.registry import Exchange, spec
-from tests.support.clock import FakeClock
-from tests.support.fakes import FakeAlerts, FakeBindings, FakeBudget, FakeChecker, FakeCircuit, FakeRuns, FakeSecrets
-
-C = FindingCode
-TENANT = "123456789012:role/platform"
-EGRESS = ("203.0.113.10",)
-START = 1_700_000_000.0
-SAPI = f"sapi:{binance.API_RESTRICTIONS_PATH}"
-CREDENTIALS = Credentials(api_key="k" * 64, api_secret=Secret("s" * 64))
-
-
-@dataclass
-class World:
-    clock: FakeClock
-    budget: FakeBudget
-    circuit: FakeCircuit
-    runs: FakeRuns
-    bindings: FakeBindings
-    secrets: FakeSecrets
-    alerts: FakeAlerts
-    adapters: dict[Exchange, FakeChecker]
-    deps: AuditDeps
-    tasks: list[tuple[str, AuditTask]] = field(default_factory=list)
-
-    def answer(self, exchange: Exchange, *results: CheckResult) -> FakeChecker:
-        self.adapters[exchange].results = list(results)
-        return self.adapters[exchange]
-
-    def bind(self, exchange: Exchange, binding_id: str, status: Status = Status.HEALTHY, **changes: Any) -> Binding:
-        binding = make_binding(exchange, binding_id, status, self.clock.datetime(), **changes)
-        self.secrets.add(binding.secret_id, CREDENTIALS)
-        return self.bindings.add(binding)
-
-    def task(self, binding: Binding | str, run_id: str = "run-1", exchange: Exchange = Exchange.BINANCE):
-        binding_id = binding if isinstance(binding, str) else binding.binding_id
-        exchange = exchange if isinstance(binding, str) else binding.exchange
-        return AuditTask(run_id, exchange, TENANT, binding_id)
-
-    def start(self, run_id: str, total: int) -> None:
-        self.runs.start(run_id, self.clock.datetime())
-        self.runs.dispatched(run_id, total)
-
-
-def make_binding(exchange: Exchange, binding_id: str, status: Status, now: datetime, **changes: Any) -> Binding:
-    binding = Binding(
-        binding_id=binding_id,
-        tenant=TENANT,
-        user_id="u-42",
-        exchange=exchange,
-        label=None,
-        key_type=KeyType.HMAC,
-        api_key_masked="kkkk...kkkk",
-        api_key_hash=binding_id.rjust(64, "0"),  # one key per binding
-        scopes=(Scope.SPOT,),
-        status=status,
-        created_at=now - timedelta(days=30),
-        updated_at=now - timedelta(days=1),
-        secret_id=f"keyhealth/{binding_id}",
-    )
-    return replace(binding, **changes)
-
-
-def result(
-    exchange: Exchange, *codes: FindingCode, retry_after: float | None = None, requests: tuple[str, ...] = ()
-) -> CheckResult:
-    report = Report(
-        checked_at=datetime.fromtimestamp(START, UTC),
-        egress_ip=EGRESS[0],
-        findings=tuple(make_finding(code, spec(exchange).ui, egress_ips=EGRESS) for code in codes),
-    )
-    return CheckResult(report=report, retry_after=retry_after, requests=requests)
-
-
-@pytest.fixture
-def world() -> World:
-    clock = FakeClock(START)
-    budget, circuit, runs = FakeBudget(), FakeCircuit(clock), FakeRuns()
-    bindings, secrets, alerts = FakeBindings(), FakeSecrets(), FakeAlerts()
-    healthy_requests = {
-        Exchange.BINANCE: (binance.API_RESTRICTIONS_PATH,),
-        Exchange.BITGET: ("/api/v2/spot/account/info",),
-        Exchange.BINGX: ("/openApi/v1/account/apiPermissions",),
-    }
-    adapters = {e: FakeChecker(e, result(e, requests=healthy_requests[e])) for e in Exchange}
-    services = Services(
-        checkers=adapters,  # type: ignore[arg-type]
-        bindings=bindings,  # type: ignore[arg-type]
-        secrets=secrets,  # type: ignore[arg-type]
-        alerts=alerts,
-        secret_prefix="keyhealth/",
-        egress_ips=EGRESS,
-        now=clock.datetime,
-    )
-    deps = AuditDeps(services=services, budget=budget, circuit=circuit, runs=runs, plans=PLANS, clock=clock)
-    world = World(clock, budget, circuit, runs, bindings, secrets, alerts, adapters, deps)
-    world.start("run-1", 100)
-    return world
-
-
-def run_batch(world: World, *tasks: AuditTask):
-    return audit_batch([(f"m-{i}", task) for i, task in enumerate(tasks)], world.deps)
+from keyhealth.exchanges.registry import Exchange
+from tests.unit.keyhealth.audit.support import (
+    EGRESS,
+    SAPI,
+    START,
+    TENANT,
+    C,
+    result,
+    run_batch,
+)
 
 
 # ------------------------------------------------------------------------ a normal check
@@ -158,7 +56,11 @@ def test_a_batch_records_each_run_once_with_the_sum_of_its_tasks(world):
     outcome = run_batch(world, world.task(first), world.task(second), world.task(third, run_id="run-2"))
 
     assert outcome.done == 3
-    assert sorted((run_id, done) for run_id, _, done in world.runs.records) == [("run-1", 2), ("run-2", 1)]
+    assert sorted((run_id, sorted(ids)) for run_id, ids in world.runs.records) == [
+        ("run-1", ["bnd_1", "bnd_2"]),
+        ("run-2", ["bnd_3"]),
+    ]
+    assert world.runs.load("run-1").tasks_done == 2
     assert world.runs.counters("run-1")["status.bitget.healthy"] == 1
     assert world.runs.counters("run-2") == {"checked.bingx": 1, "status.bingx.healthy": 1}
 
@@ -325,7 +227,9 @@ def test_a_deleted_binding_counts_as_done_without_an_assessment(world):
     outcome = run_batch(world, world.task("bnd_gone"))
 
     assert (outcome.done, outcome.retry) == (1, {})
-    assert world.runs.records == [("run-1", {}, 1)]
+    assert world.runs.records == [("run-1", ["bnd_gone"])]
+    assert world.runs.load("run-1").tasks_done == 1
+    assert world.runs.counters("run-1") == {}
     assert world.runs.held_alerts["run-1"] == {}
     assert world.adapters[Exchange.BINANCE].calls == []
     assert world.budget.acquired == []
