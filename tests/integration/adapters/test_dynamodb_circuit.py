@@ -102,3 +102,12 @@ def test_a_trip_refreshes_the_cache_of_the_worker_that_tripped(dynamodb, clock):
     circuit.state(Exchange.BINANCE)
     circuit.trip(Exchange.BINANCE, 60.0, "rate_limited")
     assert circuit.state(Exchange.BINANCE).remaining(clock.now) == 60.0
+
+
+def test_a_circuit_closed_before_it_ever_opened_reads_as_closed(dynamodb):
+    # Given a worker that saw strikes in a cached state closes a circuit whose item is gone
+    # (UpdateItem then creates an item holding only `strikes`)
+    circuit = circuit_of(dynamodb, FakeClock(), cache_seconds=0.0)
+    circuit.close("bitget")
+    # When another worker reads it, Then it is closed, not a crash
+    assert circuit.state("bitget").open_until == 0.0

@@ -41,7 +41,8 @@ class DynamoCircuit:
             item = self._client.get_item(TableName=self._table, Key=self._key(exchange)).get("Item")
         state = (
             CircuitState(
-                open_until=float(item["open_until"]["N"]),
+                # A circuit item may hold only `strikes` (closed before it ever opened): then it is closed.
+                open_until=float(item.get("open_until", {}).get("N", 0)),
                 code=item.get("code", {}).get("S"),
                 strikes=int(item.get("strikes", {}).get("N", 0)),
             )
