@@ -17,6 +17,10 @@ from keyhealth.exchanges.registry import NAMES, SPECS
 DEFAULT_BASE_URLS: dict[str, str] = {url.variable: url.default for spec in SPECS for url in spec.base_urls}
 
 
+#: CREDENTIAL_STORE's values (template parameter CredentialStore).
+CREDENTIAL_STORES = ("secretsmanager", "kms")
+
+
 class ConfigError(ValueError):
     """The environment is wrong; the message names the variable and what it should be."""
 
@@ -33,6 +37,12 @@ class Settings:
     audit_budget_share: float = 0.5
     idempotency_table_name: str = ""
     secrets_kms_key_id: str | None = None  # the stack's customer-managed key for binding secrets
+    #: where bind stores new credentials: "secretsmanager" or "kms" (both stay readable: see
+    #: keyhealth.adapters.routed_credentials)
+    credential_store: str = "secretsmanager"
+    credentials_table_name: str = ""  # the KMS store's table (CredentialsTable)
+    credentials_kms_key_id: str = ""  # the KMS store's key (CredentialsKey): data keys under it
+    stack_name: str = ""  # the KMS encryption context's keyhealth:stack
     recovery_window_days: int = 7  # how long an unbound key's secret can still be restored
     # Local stack only: the loopback address outbound exchange calls leave from.
     egress_source_address: str | None = None
@@ -90,6 +100,13 @@ class Settings:
         slack_dlq = text("SLACK_DLQ_URL")
         if slack_dlq and not slack_dlq.startswith(("https://", "http://")):
             raise ConfigError(f"SLACK_DLQ_URL must be an SQS queue URL, got {slack_dlq!r}")
+        store = text("CREDENTIAL_STORE", "secretsmanager").lower() or "secretsmanager"
+        if store not in CREDENTIAL_STORES:
+            raise ConfigError(f"CREDENTIAL_STORE must be one of {', '.join(CREDENTIAL_STORES)}, got {store!r}")
+        if store == "kms":
+            for name in ("CREDENTIALS_TABLE_NAME", "CREDENTIALS_KMS_KEY_ID", "STACK_NAME"):
+                if not text(name):
+                    raise ConfigError(f"{name} must be set when CREDENTIAL_STORE is kms")
         urls = []
         for name, default in DEFAULT_BASE_URLS.items():
             url = text(name) or default
@@ -105,6 +122,10 @@ class Settings:
             audit_budget_share=number("AUDIT_BUDGET_SHARE", 0.5, 0.01, 1.0),
             idempotency_table_name=text("IDEMPOTENCY_TABLE_NAME"),
             secrets_kms_key_id=text("SECRETS_KMS_KEY_ID") or None,
+            credential_store=store,
+            credentials_table_name=text("CREDENTIALS_TABLE_NAME"),
+            credentials_kms_key_id=text("CREDENTIALS_KMS_KEY_ID"),
+            stack_name=text("STACK_NAME"),
             recovery_window_days=int(number("SECRET_RECOVERY_DAYS", 7, 7, 30)),
             egress_source_address=text("KEYHEALTH_EGRESS_SOURCE") or None,
             connect_timeout=number("EXCHANGE_CONNECT_TIMEOUT", 3.0, 0.1, 30.0),

@@ -27,11 +27,12 @@ from keyhealth.domain.http import HttpTransport
 
 if TYPE_CHECKING:
     from keyhealth.adapters.dynamodb_bindings import DynamoBindingRepository
+    from keyhealth.adapters.routed_credentials import RoutedCredentialStore
     from keyhealth.adapters.slack_webhook import SlackWebhook
     from keyhealth.adapters.sqs_audit_tasks import SqsRedelivery, SqsTaskQueue
     from keyhealth.adapters.sqs_dead_letters import SqsDeadLetters
     from keyhealth.audit.usecases import AuditDeps
-    from keyhealth.bindings.ports import Services
+    from keyhealth.bindings.ports import CredentialStore, Services
     from keyhealth.domain.credentials import Secret
 
 
@@ -58,7 +59,7 @@ class Environment:
     """The outside world a Container builds from. The defaults are a Lambda container's."""
 
     settings: Settings = field(default_factory=settings)
-    #: AWS client by service name ("dynamodb", "secretsmanager", "sns", "sqs")
+    #: AWS client by service name ("dynamodb", "kms", "secretsmanager", "sns", "sqs")
     aws_client: Callable[[str], Any] = _aws_client
     #: the transport exchange calls go through; None: an httpx client built from the settings
     exchange_transport: HttpTransport | None = None
@@ -134,8 +135,38 @@ class Container:
         return DynamoBindingRepository(self.aws("dynamodb"), self.settings.table_name)
 
     @cached_property
-    def services(self) -> Services:
+    def credentials(self) -> RoutedCredentialStore:
+        """Both credential stores; new credentials go to the configured one (CREDENTIAL_STORE)."""
+        from keyhealth.adapters.routed_credentials import KMS, SECRETS_MANAGER, RoutedCredentialStore
+
+        return RoutedCredentialStore(
+            {SECRETS_MANAGER: self._secretsmanager_store, KMS: self._kms_store}, new_in=self.settings.credential_store
+        )
+
+    def _secretsmanager_store(self) -> CredentialStore:
         from keyhealth.adapters.secretsmanager_credentials import SecretsManagerCredentialStore
+
+        return SecretsManagerCredentialStore(self.aws("secretsmanager"), kms_key_id=self.settings.secrets_kms_key_id)
+
+    def _kms_store(self) -> CredentialStore | None:
+        """None where it is not configured (a test or local stack on Secrets Manager only; a deployed
+        stack always has both, see template.yaml's CredentialsTable)."""
+        from keyhealth.adapters.kms_credentials import KmsCredentialStore
+
+        config = self.settings
+        if not (config.credentials_table_name and config.credentials_kms_key_id and config.stack_name):
+            return None
+        return KmsCredentialStore(
+            self.aws("dynamodb"),
+            self.aws("kms"),
+            table_name=config.credentials_table_name,
+            key_id=config.credentials_kms_key_id,
+            stack_name=config.stack_name,
+            clock=self.environment.clock,
+        )
+
+    @cached_property
+    def services(self) -> Services:
         from keyhealth.adapters.sns_alerts import SnsAlertPublisher
         from keyhealth.bindings.ports import Services
 
@@ -143,7 +174,7 @@ class Container:
         return Services(
             checkers=self.checkers,
             bindings=self.bindings,
-            secrets=SecretsManagerCredentialStore(self.aws("secretsmanager"), kms_key_id=config.secrets_kms_key_id),
+            secrets=self.credentials,
             alerts=SnsAlertPublisher(self.aws("sns"), config.alert_topic_arn),
             secret_prefix=config.secret_prefix,
             egress_ips=config.egress_ips,

@@ -40,8 +40,29 @@ def test_environment_overrides_are_parsed():
         ({"AUDIT_BUDGET_SHARE": "half"}, "AUDIT_BUDGET_SHARE"),
         ({"AUDIT_BUDGET_SHARE": "1.5"}, "AUDIT_BUDGET_SHARE"),
         ({"BITGET_BASE_URL": "api.bitget.com"}, "BITGET_BASE_URL"),
+        ({"CREDENTIAL_STORE": "vault"}, "CREDENTIAL_STORE"),
+        ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_KMS_KEY_ID": "k", "STACK_NAME": "s"}, "CREDENTIALS_TABLE_NAME"),
+        ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_TABLE_NAME": "t", "STACK_NAME": "s"}, "CREDENTIALS_KMS_KEY_ID"),
+        ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_TABLE_NAME": "t", "CREDENTIALS_KMS_KEY_ID": "k"}, "STACK_NAME"),
     ],
 )
 def test_wrong_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env)
+
+
+def test_the_credential_store_is_secrets_manager_unless_kms_is_chosen():
+    assert Settings.from_env({}).credential_store == "secretsmanager"
+    kms = Settings.from_env(
+        {
+            "CREDENTIAL_STORE": " KMS ",
+            "CREDENTIALS_TABLE_NAME": "keyhealth-credentials",
+            "CREDENTIALS_KMS_KEY_ID": "arn:aws:kms:eu-west-1:123456789012:key/1",
+            "STACK_NAME": "keyhealth",
+        }
+    )
+    assert (kms.credential_store, kms.credentials_table_name, kms.stack_name) == (
+        "kms",
+        "keyhealth-credentials",
+        "keyhealth",
+    )
