@@ -20,7 +20,7 @@ help:
 	@echo "make audit   with make run going: run the scheduled audit now and follow it"
 	@echo "make check-demo  check every demo key once through the adapters (no AWS) and exit"
 	@echo "make lint    ruff check + ruff format --check"
-	@echo "make lint-template  cfn-lint, sam validate --lint and checkov on template.yaml and its SAM translation, sam build"
+	@echo "make lint-template  cfn-lint, sam validate --lint and checkov on template.yaml and its SAM translation, sam build (default and CredentialStore=kms)"
 	@echo "make audit-deps  pip-audit the pinned requirements (the layer's, deployed, and the dev ones) for known vulnerabilities"
 	@echo "make build   sam build (arm64, no Docker): then sam deploy --guided"
 	@echo "make format  ruff format + ruff check --fix"
@@ -68,18 +68,32 @@ $(CHECKOV_STAMP):
 # CloudFormation (default parameters, and every optional resource switched on) is linted too.
 # checkov scans template.yaml (skips, each with its reason, in the resources' Metadata) and the translation
 # (scripts/checkov-translated.yaml: the checks of what SAM generates without copying the Metadata).
+#
+# CredentialStore=kms too: it switches no resource on or off (both credential stores are always deployed),
+# it only tells the functions where new credentials go, and every step runs with it as well. cfn-lint ignores
+# --parameters on a SAM template, and sam validate and checkov take no parameter values: they get
+# build/template-kms.yaml, template.yaml with that parameter's Default set (scripts/checkov_scan.py
+# --render-to, which refuses a value outside AllowedValues); the translator takes it as a parameter value
+# (in the options translation, whose Default is then set too); sam build as an override (from its cache).
+# One cfn-lint and one checkov run per pair of files: each run costs seconds of start-up.
+KMS_STORE := CredentialStore=kms
+RENDER    := $(BIN)/python scripts/checkov_scan.py --render-to
+
 lint-template: venv $(SAM_STAMP) $(CHECKOV_STAMP)
-	$(BIN)/cfn-lint template.yaml
+	$(RENDER) build/template-kms.yaml --parameter $(KMS_STORE) template.yaml
+	$(BIN)/cfn-lint template.yaml build/template-kms.yaml
 	$(SAM) validate --lint --region $(SAM_REGION)
+	$(SAM) validate --lint --region $(SAM_REGION) --template-file build/template-kms.yaml
 	$(BIN)/python scripts/sam_translate.py --output build/template.json
-	$(BIN)/cfn-lint build/template.json
-	$(BIN)/python scripts/sam_translate.py --output build/template-options.json \
+	$(BIN)/python scripts/sam_translate.py --output build/template-options.json --parameter $(KMS_STORE) \
 		--parameter NatGateways=per-az --parameter AwsInterfaceEndpoints=true \
 		--parameter ApiAllowedAccounts=111111111111,222222222222 --parameter ApiAllowedVpcEndpoints=vpce-0123abcd \
 		--parameter SlackWebhookSecretArn=arn:aws:secretsmanager:eu-west-1:111111111111:secret:slack-AbCdEf
-	$(BIN)/cfn-lint build/template-options.json
-	$(CHECKOV_SCAN) template.yaml
+	$(RENDER) build/template-options.json --parameter $(KMS_STORE) build/template-options.json
+	$(BIN)/cfn-lint build/template.json build/template-options.json
+	$(CHECKOV_SCAN) template.yaml build/template-kms.yaml
 	$(CHECKOV_SCAN) --config-file scripts/checkov-translated.yaml build/template.json build/template-options.json
+	$(SAM) build --region $(SAM_REGION) --parameter-overrides $(KMS_STORE)
 	$(SAM) build --region $(SAM_REGION)
 
 # pip-audit in its own venv: checkov's venv would run it on checkov's older pins (packaging, cyclonedx).

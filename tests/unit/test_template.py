@@ -8,12 +8,18 @@ update EXPECTED_POLICIES only together with the code that needs the new permissi
 
 from __future__ import annotations
 
+import json
+from fnmatch import fnmatchcase
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.sam_translate import translate
+from keyhealth.adapters.kms_credentials import KmsCredentialStore
+from keyhealth.config import CREDENTIAL_STORES
+from scripts.checkov_scan import render
+from scripts.sam_translate import TEMPLATE, translate
 
 SECRETS = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:keyhealth/${AWS::StackName}/*"
 KEY = "SecretsKey.Arn"
@@ -32,6 +38,12 @@ XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 TRACING = (XRAY_ACTIONS, ("*",), None)
 # The orphan sweeper lists the stack's secrets: ListSecrets has no resource-level permissions either.
 LIST_SECRETS = ("secretsmanager:ListSecrets",)
+# The KMS credential store (CredentialStore=kms): its table, and its key, which the functions call directly.
+CREDENTIALS_TABLE = "CredentialsTable.Arn"
+CREDENTIALS_KEY = "CredentialsKey.Arn"
+STACK_CONTEXT_KEY = "kms:EncryptionContext:keyhealth:stack"
+# The condition of every statement on CredentialsKey: data keys only under this stack's encryption context.
+THIS_STACKS_CONTEXT = f"{STACK_CONTEXT_KEY}=AWS::StackName"
 
 
 def via(*services: str) -> str:
@@ -60,6 +72,13 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         "KeyThroughSecretsManager": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("secretsmanager")),
         "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sns")),
         "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"), (TABLE,), None),
+        # bind (create; delete when its metadata write failed) and rotate (stage, promote, undo) are one function
+        "CredentialsTable": (
+            ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+            (CREDENTIALS_TABLE,),
+            None,
+        ),
+        "CredentialsKey": (("kms:Decrypt", "kms:GenerateDataKey"), (CREDENTIALS_KEY,), THIS_STACKS_CONTEXT),
         "Idempotency": (
             ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
             ("IdempotencyTable.Arn",),
@@ -75,6 +94,8 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         "KeyThroughSecretsManager": (("kms:Decrypt",), (KEY,), via("secretsmanager")),
         "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sns")),
         "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"), (TABLE,), None),
+        "CredentialsTable": (("dynamodb:GetItem",), (CREDENTIALS_TABLE,), None),
+        "CredentialsKey": (("kms:Decrypt",), (CREDENTIALS_KEY,), THIS_STACKS_CONTEXT),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
     },
     "UnbindRole": {
@@ -87,6 +108,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         ),
         "KeyThroughDynamoDb": (("kms:Decrypt",), (KEY,), via("dynamodb")),
         "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem"), (TABLE,), None),
+        "CredentialsTable": (("dynamodb:GetItem", "dynamodb:UpdateItem"), (CREDENTIALS_TABLE,), None),  # no key
     },
     "ReadRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("ReadLogGroup.Arn",), None),
@@ -134,6 +156,8 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
             (TABLE,),
             None,
         ),
+        "CredentialsTable": (("dynamodb:GetItem",), (CREDENTIALS_TABLE,), None),
+        "CredentialsKey": (("kms:Decrypt",), (CREDENTIALS_KEY,), THIS_STACKS_CONTEXT),
         "AuditTasks": (
             (
                 "sqs:ChangeMessageVisibility",
@@ -161,6 +185,11 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         "RemoveOrphanSecrets": (("secretsmanager:DeleteSecret", "secretsmanager:DescribeSecret"), (SECRETS,), None),
         "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sns")),
         "Bindings": (("dynamodb:GetItem",), (TABLE,), None),
+        "CredentialsTable": (  # no key: the sweeper never decrypts
+            ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"),
+            (CREDENTIALS_TABLE,),
+            None,
+        ),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
     },
 }
@@ -281,6 +310,53 @@ def test_secrets_are_reached_only_under_the_stacks_prefix():
         assert prefix == {"Fn::Sub": "keyhealth/${AWS::StackName}/"}
 
 
+def uses(resource: str) -> dict[str, tuple[str, ...]]:
+    """role -> the actions it is allowed on `resource` (every role in the template, not only the expected)."""
+    found: dict[str, set[str]] = {}
+    for role in resources("AWS::IAM::Role"):
+        for policy in props(role).get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if resource in (show(r) for r in as_tuple(statement["Resource"])):
+                    found.setdefault(role, set()).update(as_tuple(statement["Action"]))
+    return {role: tuple(sorted(actions)) for role, actions in found.items()}
+
+
+def test_the_credential_store_is_reached_by_exactly_the_functions_that_use_it():
+    assert uses(CREDENTIALS_TABLE) == {
+        "BindRole": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+        "VerifyRole": ("dynamodb:GetItem",),
+        "UnbindRole": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+        "AuditWorkerRole": ("dynamodb:GetItem",),
+        "OrphanSweeperRole": ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"),
+    }
+    # Data keys: bind and rotate make them (and rotate reads back); verify and the worker only decrypt.
+    assert uses(CREDENTIALS_KEY) == {
+        "BindRole": ("kms:Decrypt", "kms:GenerateDataKey"),
+        "VerifyRole": ("kms:Decrypt",),
+        "AuditWorkerRole": ("kms:Decrypt",),
+    }
+
+
+def test_every_kms_permission_is_conditioned_on_the_service_or_this_stacks_encryption_context():
+    for role in EXPECTED_POLICIES:
+        for sid, (actions, resources_, condition) in policy_table(role).items():
+            if not any(a.startswith("kms:") for a in actions):
+                continue
+            assert all(a.startswith("kms:") for a in actions), (role, sid)
+            assert "kms:Encrypt" not in actions, (role, sid)  # envelope encryption: data keys, never Encrypt
+            if resources_ == (CREDENTIALS_KEY,):
+                assert condition == THIS_STACKS_CONTEXT, (role, sid)
+            else:
+                assert resources_ == (KEY,), (role, sid)
+                assert condition is not None, (role, sid)
+                assert condition.startswith("kms:ViaService="), (role, sid)
+
+
+def test_the_policies_name_the_encryption_context_key_the_store_sends():
+    store = KmsCredentialStore(None, None, table_name="t", key_id="k", stack_name="my-stack")
+    assert store._context("tenant", "binding")[STACK_CONTEXT_KEY.removeprefix("kms:EncryptionContext:")] == "my-stack"
+
+
 def test_the_api_gateway_logging_role_is_aws_own_and_optional():
     role = cfn()["Resources"]["ApiGatewayCloudWatchRole"]
     assert role["Condition"] == "CreateApiGatewayLoggingRole"
@@ -329,7 +405,12 @@ def test_dynamodb_gateway_endpoint_admits_only_this_stacks_tables():
     assert endpoint["VpcEndpointType"] == "Gateway"
     assert endpoint["RouteTableIds"] == [{"Ref": "PrivateRouteTableA"}, {"Ref": "PrivateRouteTableB"}]
     [statement] = endpoint["PolicyDocument"]["Statement"]
-    assert [show(r) for r in statement["Resource"]] == [TABLE, "${BindingsTable.Arn}/index/*", "IdempotencyTable.Arn"]
+    assert [show(r) for r in statement["Resource"]] == [
+        TABLE,
+        "${BindingsTable.Arn}/index/*",
+        "IdempotencyTable.Arn",
+        CREDENTIALS_TABLE,
+    ]
 
 
 def test_interface_endpoints_are_optional():
@@ -366,8 +447,40 @@ def test_the_key_rotates_and_its_policy_names_only_the_account_and_the_services_
     )
 
 
+def test_the_credentials_key_rotates_and_refuses_any_encryption_context_but_this_stacks():
+    key = props("CredentialsKey")
+    assert key["EnableKeyRotation"] is True
+    assert "Condition" not in cfn()["Resources"]["CredentialsKey"]  # deployed whatever CredentialStore says
+    statements = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+    assert set(statements) == {
+        "AccountAdministersAndDelegatesToIam",
+        "DenyOtherStacksEncryptionContext",
+        "DenyMissingEncryptionContext",
+    }
+    secrets_key = {s["Sid"]: s for s in props("SecretsKey")["KeyPolicy"]["Statement"]}
+    assert statements["AccountAdministersAndDelegatesToIam"] == secrets_key["AccountAdministersAndDelegatesToIam"]
+    crypto = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
+    # Two statements: one statement's conditions must all hold, and Null holds only for a missing key.
+    for sid, condition in (
+        ("DenyOtherStacksEncryptionContext", {"StringNotEquals": {STACK_CONTEXT_KEY: {"Ref": "AWS::StackName"}}}),
+        ("DenyMissingEncryptionContext", {"Null": {STACK_CONTEXT_KEY: "true"}}),
+    ):
+        deny = statements[sid]
+        assert (deny["Effect"], deny["Principal"], deny["Resource"]) == ("Deny", "*", "*"), sid
+        assert sorted(deny["Action"]) == crypto, sid
+        assert deny["Condition"] == condition, sid
+    # The denies cover every call a role may make with the key.
+    allowed = {a for actions in uses(CREDENTIALS_KEY).values() for a in actions}
+    assert allowed
+    assert all(any(fnmatchcase(a, pattern) for pattern in crypto) for a in allowed), allowed
+    assert props("CredentialsKeyAlias") == {
+        "AliasName": {"Fn::Sub": "alias/keyhealth/${AWS::StackName}/credentials"},
+        "TargetKeyId": {"Ref": "CredentialsKey"},
+    }
+
+
 def test_tables_queues_topic_and_logs_are_encrypted_with_the_stack_key():
-    for name in ("BindingsTable", "IdempotencyTable"):
+    for name in ("BindingsTable", "IdempotencyTable", "CredentialsTable"):
         assert props(name)["SSESpecification"] == {
             "SSEEnabled": True,
             "SSEType": "KMS",
@@ -399,10 +512,73 @@ def test_topic_accepts_alarms_of_this_account_and_https_only():
 
 # ------------------------------------------------------------------------------------------------ data
 def test_tables_have_point_in_time_recovery_and_deletion_protection():
-    for name in ("BindingsTable", "IdempotencyTable"):
+    for name in ("BindingsTable", "IdempotencyTable", "CredentialsTable"):
         assert props(name)["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert props(name)["DeletionProtectionEnabled"] is True
-    assert cfn()["Resources"]["BindingsTable"]["DeletionPolicy"] == "Retain"
+    for name in ("BindingsTable", "CredentialsTable"):
+        assert cfn()["Resources"][name]["DeletionPolicy"] == "Retain"
+        assert cfn()["Resources"][name]["UpdateReplacePolicy"] == "Retain"
+
+
+def test_the_credentials_table_is_keyed_by_credential_id_and_expires_unbound_items():
+    """As keyhealth/adapters/kms_credentials.py reads and writes it: pk (S), TTL on expires_at."""
+    assert "Condition" not in cfn()["Resources"]["CredentialsTable"]  # deployed whatever CredentialStore says
+    table = props("CredentialsTable")
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert "GlobalSecondaryIndexes" not in table
+
+
+# ------------------------------------------------------------------------------------------------ credential store
+def test_the_credential_store_parameter_chooses_where_new_credentials_go():
+    parameter = cfn()["Parameters"]["CredentialStore"]
+    assert parameter["Default"] == "secretsmanager"
+    assert parameter["AllowedValues"] == ["secretsmanager", "kms"]
+    assert set(parameter["AllowedValues"]) == set(CREDENTIAL_STORES)  # what the functions accept
+    for words in ("NEW credentials", "Both stores are always deployed", "stay readable", "migrate-credentials"):
+        assert words in parameter["Description"], words
+    groups = cfn()["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert sum(group["Parameters"].count("CredentialStore") for group in groups) == 1
+
+
+def test_every_function_is_told_the_store_its_table_key_and_the_stack():
+    for name in FUNCTIONS:
+        variables = props(name)["Environment"]["Variables"]
+        assert variables["CREDENTIAL_STORE"] == {"Ref": "CredentialStore"}, name
+        assert variables["CREDENTIALS_TABLE_NAME"] == {"Ref": "CredentialsTable"}, name
+        assert variables["CREDENTIALS_KMS_KEY_ID"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}, name
+        assert variables["STACK_NAME"] == {"Ref": "AWS::StackName"}, name  # the context's keyhealth:stack
+
+
+def test_the_credential_store_switches_no_resource():
+    """Both stores are always deployed and readable; the parameter only tells the functions where new
+    credentials go. So the kms translation is the default's, and no condition depends on the parameter."""
+    assert "CredentialStore" not in json.dumps(cfn()["Conditions"])
+    slack = {"SlackWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbCdEf"}
+    assert translate({**slack, "CredentialStore": "kms"}) == cfn()
+
+
+def test_lint_template_renders_the_kms_variant_with_only_that_default_changed(tmp_path: Path):
+    """make lint-template gives cfn-lint, sam validate and checkov template.yaml with CredentialStore's
+    Default set to kms (scripts/checkov_scan.py --render-to): exactly one line differs."""
+    rendered = tmp_path / "template-kms.yaml"
+    render(TEMPLATE, {"CredentialStore": "kms"}, rendered)
+    before, after = TEMPLATE.read_text().splitlines(), rendered.read_text().splitlines()
+    assert len(before) == len(after)
+    assert [(a, b) for a, b in zip(before, after, strict=True) if a != b] == [
+        ("    Default: secretsmanager", '    Default: "kms"')
+    ]
+    translated = tmp_path / "template.json"
+    translated.write_text(json.dumps(cfn()))
+    render(translated, {"CredentialStore": "kms"}, translated)
+    assert json.loads(translated.read_text())["Parameters"]["CredentialStore"]["Default"] == "kms"
+    with pytest.raises(SystemExit, match="AllowedValues"):
+        render(TEMPLATE, {"CredentialStore": "dynamodb"}, tmp_path / "no.yaml")
+    with pytest.raises(SystemExit, match="no parameter"):
+        render(TEMPLATE, {"CredentialsStore": "kms"}, tmp_path / "no.yaml")
+    assert not (tmp_path / "no.yaml").exists()
 
 
 # ------------------------------------------------------------------------------------------------ API
@@ -649,7 +825,11 @@ def test_outputs():
         "AlertTopicArn",
         "TableName",
         "SecretsKeyArn",
+        "CredentialsTableName",
+        "CredentialsKeyArn",
         "AuditDeadLetterQueueUrl",
         "DashboardUrl",
         "SlackDeadLetterQueueUrl",
     }
+    assert cfn()["Outputs"]["CredentialsTableName"]["Value"] == {"Ref": "CredentialsTable"}
+    assert cfn()["Outputs"]["CredentialsKeyArn"]["Value"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}

@@ -32,6 +32,12 @@ EXPECTED_POLICY = {
     "RemoveOrphanSecrets": (("secretsmanager:DeleteSecret", "secretsmanager:DescribeSecret"), (SECRETS,), None),
     "KeyThroughDynamoDbAndSns": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), VIA_DYNAMODB_AND_SNS),
     "Bindings": (("dynamodb:GetItem",), ("BindingsTable.Arn",), None),
+    # The KMS credential store: list (Scan of the metadata), read again, schedule deletion; no key.
+    "CredentialsTable": (
+        ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"),
+        ("CredentialsTable.Arn",),
+        None,
+    ),
     "Alerts": (("sns:Publish",), ("AlertTopic",), None),
 }
 
@@ -109,6 +115,11 @@ def test_the_sweeper_can_never_read_a_secrets_value_nor_reach_another_stacks_sec
     actions = {a for actions, _, _ in policy_table(ROLE).values() for a in actions}
     assert "secretsmanager:GetSecretValue" not in actions
     assert "secretsmanager:BatchGetSecretValue" not in actions
+    # Nor a KMS store version: it may read items (their metadata), but nothing on the key that decrypts them.
+    for sid, (actions_, resources, _) in policy_table(ROLE).items():
+        assert "CredentialsKey.Arn" not in resources, sid
+        if any(a.startswith("kms:") for a in actions_):
+            assert resources == (KEY,), sid
     for sid, (actions_, resources, _) in policy_table(ROLE).items():
         if "*" in resources:  # only what takes no other resource
             assert sid in {"Tracing", "ListSecrets"}, sid
