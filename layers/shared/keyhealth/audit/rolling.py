@@ -1,0 +1,380 @@
+"""The rolling audit's pure core: which bindings a tick dispatches, and incidents over a sliding window.
+
+In rolling mode (`AuditMode=rolling`) every binding has a **slot** in the UTC day, derived from its id
+(`slot_of`); a schedule every `tick_minutes` dispatches the slots that are due (`RollingPlan.due`), so each
+binding is checked once every 24 hours and each exchange's load is flat over the day. No AWS, no I/O: the
+dispatcher, its stores and its schedule build on this.
+
+**Slots.** A day has `1440 / tick_minutes` slots (5 minutes: 288); slot `k` starts `k * tick_minutes` minutes
+after midnight UTC. A binding's slot comes from its **day position**, the first 32 bits of a keyed BLAKE2b of
+the whole binding id: uniform and stable across processes and releases, whatever the id looks like. (A binding
+id is `bnd_` + a ULID whose first 10 characters are its creation time and whose ids made in one millisecond
+differ in their last bits only: neither part is uniform, the hash of the whole id is.) The slot is
+`position * slots_per_day >> 32`, so one slot is a contiguous range of positions, for any tick interval: a
+store that keeps the position can select a slot range without knowing the interval, and changing the
+interval moves no stored data. The hash is keyed apart from the shard (`crc32 % 16`) and from any other
+spread by id, so every shard holds every slot evenly.
+
+**Which slots are due.** A tick at `now` dispatches every slot whose start lies in `(watermark, now]`,
+wrapping over midnight (at most two ranges), the window capped at one day: a watermark older than 24 hours
+dispatches every slot exactly once, never twice. Each occurrence of a slot (a slot on a given day) lies in
+exactly one tick's window, so a late or missed tick is caught up by the next one, and two ticks never
+dispatch the same occurrence. Ticks need not be aligned to slot starts (a `rate(5 minutes)` schedule works
+as well as `cron(*/5 ...)`): a slot is dispatched by the first tick at or after its start.
+
+**The watermark** is what the dispatcher stores (one item, e.g. `pk=ROLLING`, `sk=WATERMARK`): the `now` of
+the last tick whose dispatch completed (`DueSlots.watermark`, an ISO-8601 UTC time). A tick claims its
+window first (a conditional write: the stored watermark is still the one it read, and no claim is live, as
+a lease like the finaliser's), dispatches, then stores the new watermark and drops the claim. So two
+invocations of one tick (the scheduler delivers at least once) never both dispatch it; a dispatcher that
+dies leaves the watermark where it was, its claim expires, and the next tick dispatches its slots again
+(a binding checked twice, never one skipped); a dispatch that fails (`DispatchFailed`) does not advance it.
+The first tick ever (no watermark stored) dispatches only the slot it falls in; bindings whose slots
+passed earlier that day come round within 24 hours (the nightly run before the switch checked them).
+After an outage longer than a day the catch-up checks every binding once, and each is checked again at
+its slot later that day: one check more, none lost.
+
+**A binding created mid-day** is enumerated by the first tick whose window holds a start of its slot at or
+after its creation (`RollingPlan.next_start`): that start is less than 24 hours away, so the audit first
+checks it within 24 hours (plus that tick's lateness, and the index's propagation delay if it was created
+in the very instant its slot was read). Bind itself checks the key live, so it is never unchecked meanwhile.
+
+**Time is UTC only.** Slots are computed from UTC instants (epoch arithmetic): there is no DST, every day
+has the same slots. Naive datetimes are refused; aware ones in another zone are converted.
+
+**Selecting the due bindings from the store.** Two ways, both from this module:
+
+- *Filter* (`select_due`): read every (exchange, shard) partition through `BindingSource.iter_exchange`, as
+  the nightly dispatcher does, and keep the ids whose slot is due: one hash per id, no schema change. It
+  reads the whole index on every tick: at 1,000,000 bindings ~130 Query calls and ~15,000 read units per
+  tick, 288 times a day (~4.3 M read units, ~1 USD a day, and a dispatcher busy reading 1 M ids every 5
+  minutes). Good for the in-memory fakes, small stacks and the migration below, not for scale.
+- *Index* (the design for the deployed stack): a third GSI of the bindings table, `ByDayPosition`, partition
+  key `gsi3pk = R#<exchange>#<shard:02d>` (the same 16 shards per exchange, read in parallel as today),
+  sort key `gsi3sk = P#<day position, 8 hex digits>#<binding_id>`, projecting `tenant, binding_id` like
+  ByExchange. A tick maps each due slot range to a position range (`DueSlots.position_ranges`, half-open
+  `[lo, hi)`) and queries `gsi3sk BETWEEN 'P#<lo:08x>' AND 'P#<hi-1:08x>#~'` per partition: it reads only
+  the due bindings (N / 288 per tick: ~3,500 of 1 M per exchange), whatever the tick interval. The item
+  writer sets both attributes on every save (`day_position`); existing items get them from a one-off
+  backfill, during which the dispatcher filters instead. The port this needs is one more method beside
+  `BindingSource.iter_exchange` (audit/ports.py): `iter_day_positions(exchange, shard, lo, hi)`, the
+  (tenant, binding_id) of that shard whose position is in `[lo, hi)`. A tick takes a few thousand ids per
+  partition, so a reader retrying a failed page read skips by the set of ids it has taken (no order needed).
+  The nightly mode keeps the ByExchange index and its binding id order.
+
+**Incidents** (`FailureWindow`): a run of a rolling audit is one tick's slot, a few dozen bindings, too few
+for today's rule (at least `INCIDENT_MIN_COUNT` bindings and `INCIDENT_MIN_SHARE` of an exchange's checks
+failing with the same code: audit/model.py `detect_incidents`). The same rule is applied to the checks of
+the last W minutes per exchange instead of one run's: the window opens one incident per (exchange, code),
+keeps it open while the rule held at some moment of the last window, and closes it after a whole window in
+which it never held. Per-binding alerts whose (exchange, code) an open incident explains are folded into it
+(`explains`), as `release` does for a run; a caller that holds per-binding alerts until the next tick folds
+the first ones too. The rule's numbers are today's (tests check they are the model's).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
+
+from keyhealth.domain.exchange import ExchangeName
+
+MINUTES_PER_DAY = 1440
+DAY = timedelta(days=1)
+POSITION_BITS = 32
+POSITIONS = 1 << POSITION_BITS  # day positions are 0 .. POSITIONS - 1
+#: Keys the hash apart from every other spread by id (shards, egress IPs): each is independent of the slot.
+_PERSON = b"keyhealth.slot"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a UTC midnight: slot n of all time is slot n % slots_per_day of its day
+
+#: Today's fold rule (audit/model.py: INCIDENT_MIN_COUNT, INCIDENT_MIN_SHARE), here so that this module needs
+#: the domain only; the tests check they are the same.
+INCIDENT_MIN_COUNT = 3
+INCIDENT_MIN_SHARE = 0.5
+
+
+# --------------------------------------------------------------------------------- slots
+def day_position(binding_id: str) -> int:
+    """Where a binding falls in the day, in [0, POSITIONS): a keyed BLAKE2b of the whole id, stable and uniform."""
+    digest = blake2b(binding_id.encode(), digest_size=POSITION_BITS // 8, person=_PERSON).digest()
+    return int.from_bytes(digest, "big")
+
+
+def slot_of(binding_id: str, slots_per_day: int) -> int:
+    """The binding's slot in a day of `slots_per_day` slots, in [0, slots_per_day)."""
+    if slots_per_day < 1:
+        raise ValueError(f"slots_per_day must be at least 1, not {slots_per_day}")
+    return (day_position(binding_id) * slots_per_day) >> POSITION_BITS
+
+
+def _position_floor(slot: int, slots_per_day: int) -> int:
+    """The first day position of `slot` (slot_of(p) >= slot  <=>  p >= this)."""
+    return -(-slot * POSITIONS // slots_per_day)
+
+
+@dataclass(frozen=True)
+class SlotRange:
+    """Slots `start` .. `stop - 1` of one day (half-open, never empty, never wrapping)."""
+
+    start: int
+    stop: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop:
+            raise ValueError(f"not a slot range: [{self.start}, {self.stop})")
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __contains__(self, slot: object) -> bool:
+        return isinstance(slot, int) and self.start <= slot < self.stop
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+
+def _utc(when: datetime, name: str) -> datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime (UTC): got naive {when.isoformat()}")
+    return when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class DueSlots:
+    """What one tick dispatches: every slot whose start lies in (`after`, `through`]."""
+
+    slots_per_day: int
+    after: datetime  # exclusive: the watermark, capped at one day before `through`
+    through: datetime  # inclusive: the tick's `now`
+    #: In time order, two when the window crosses midnight UTC; a whole day is the one range [0, slots_per_day).
+    ranges: tuple[SlotRange, ...]
+    watermark: datetime  # what to store once this dispatch has completed
+
+    @property
+    def count(self) -> int:
+        """How many slots are due."""
+        return sum(len(r) for r in self.ranges)
+
+    def __contains__(self, slot: object) -> bool:
+        return any(slot in r for r in self.ranges)
+
+    def includes(self, binding_id: str) -> bool:
+        """True when the binding's slot is due."""
+        return slot_of(binding_id, self.slots_per_day) in self
+
+    def position_ranges(self) -> tuple[tuple[int, int], ...]:
+        """The due slots as half-open ranges of day positions `[lo, hi)`: what a store indexed by
+        day position queries (`ByDayPosition`, see the module docstring)."""
+        return tuple(
+            (_position_floor(r.start, self.slots_per_day), _position_floor(r.stop, self.slots_per_day))
+            for r in self.ranges
+        )
+
+    def occurrences(self) -> Iterator[tuple[datetime, int]]:
+        """(start, slot) of each due slot, in time order: a slot on a given day is one occurrence."""
+        length = DAY / self.slots_per_day
+        first = (self.after - _EPOCH) // length + 1
+        for n in range(first, first + self.count):
+            yield _EPOCH + n * length, n % self.slots_per_day
+
+
+@dataclass(frozen=True)
+class RollingPlan:
+    """The rolling schedule: a tick every `tick_minutes` (a divisor of 1440), one slot per tick."""
+
+    tick_minutes: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.tick_minutes <= MINUTES_PER_DAY or MINUTES_PER_DAY % self.tick_minutes:
+            raise ValueError(f"tick_minutes must divide a day (1440 minutes): {self.tick_minutes} does not")
+
+    @property
+    def slots_per_day(self) -> int:
+        return MINUTES_PER_DAY // self.tick_minutes
+
+    @property
+    def slot_length(self) -> timedelta:
+        return timedelta(minutes=self.tick_minutes)
+
+    def slot_of(self, binding_id: str) -> int:
+        return slot_of(binding_id, self.slots_per_day)
+
+    def slot_at(self, when: datetime) -> int:
+        """The slot whose period holds `when`."""
+        return (_utc(when, "when") - _EPOCH) // self.slot_length % self.slots_per_day
+
+    def slot_start(self, slot: int, day: datetime) -> datetime:
+        """When `slot` starts on the UTC day of `day`."""
+        if not 0 <= slot < self.slots_per_day:
+            raise ValueError(f"slot {slot} is not in [0, {self.slots_per_day})")
+        midnight = _utc(day, "day").replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight + slot * self.slot_length
+
+    def next_start(self, binding_id: str, at: datetime) -> datetime:
+        """The first start of the binding's slot at or after `at`: less than 24 hours later. A binding
+        created at `at` is dispatched by the first tick at or after this (the first audit check of a
+        binding created mid-day, after its slot had passed today, is its slot tomorrow)."""
+        start = self.slot_start(self.slot_of(binding_id), at)
+        at = _utc(at, "at")
+        return start if start >= at else start + DAY
+
+    def due(self, watermark: datetime | None, now: datetime) -> DueSlots:
+        """The slots a tick at `now` dispatches: those starting in (watermark, now], at most one day of them.
+
+        `watermark` is the `now` of the last tick whose dispatch completed (None: the first tick ever, which
+        dispatches the slot `now` falls in). A watermark in the future (a clock stepped back) dispatches
+        nothing and is kept.
+        """
+        now = _utc(now, "now")
+        length = self.slot_length
+        after = now - length if watermark is None else _utc(watermark, "watermark")
+        new_watermark = max(after, now)
+        after = min(max(after, now - DAY), now)
+        first = (after - _EPOCH) // length + 1  # slot number (since the epoch) of the first start after `after`
+        last = (now - _EPOCH) // length  # ... of the last start at or before `now`
+        spd = self.slots_per_day
+        ranges: list[SlotRange] = []
+        n = first
+        while n <= last:  # split [first, last] at each midnight: at most once, the window is at most a day
+            day_end = (n // spd + 1) * spd
+            stop = min(last + 1, day_end)
+            ranges.append(SlotRange(n % spd, (stop - 1) % spd + 1))
+            n = stop
+        if len(ranges) == 2 and ranges[0].start == ranges[1].stop:  # the whole day: one range, from midnight
+            ranges = [SlotRange(0, spd)]
+        return DueSlots(spd, after, now, tuple(ranges), new_watermark)
+
+
+def select_due(bindings: Iterable[tuple[str, str]], due: DueSlots) -> Iterator[tuple[str, str]]:
+    """The (tenant, binding_id) pairs of `bindings` whose slot is due: the filter over a full
+    enumeration (`BindingSource.iter_exchange`), lazily, page by page."""
+    return ((tenant, binding_id) for tenant, binding_id in bindings if due.includes(binding_id))
+
+
+# ----------------------------------------------------------------------------- incidents
+@dataclass(frozen=True)
+class WindowIncident:
+    """Correlated failures of one exchange with one code in the last window (today's rule)."""
+
+    exchange: ExchangeName
+    code: str
+    count: int  # failures with `code` in the window when it opened
+    total: int  # the exchange's checks in the window then
+    opened_at: datetime
+
+    @property
+    def share(self) -> float:
+        return round(self.count / self.total, 3) if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class WindowChanges:
+    opened: tuple[WindowIncident, ...] = ()  # raise one incident for each
+    closed: tuple[WindowIncident, ...] = ()  # quiet for a whole window: a new burst will be a new incident
+
+
+class FailureWindow:
+    """The checks of the last `window` per exchange, their failures per (exchange, code), and the
+    incidents today's rule finds in them, each raised once while it stays open.
+
+    `record` one check at a time (its time, its exchange, and the code it failed with: a binding
+    newly failing, or a check that could not reach the exchange; None for the others), `poll` at
+    each tick for what opened or closed. Time comes from `clock` (an aware UTC datetime), so a test
+    moves it; a check is in the window while its time is in (now - window, now].
+    """
+
+    def __init__(
+        self,
+        window: timedelta,
+        clock: Callable[[], datetime],
+        *,
+        min_count: int = INCIDENT_MIN_COUNT,
+        min_share: float = INCIDENT_MIN_SHARE,
+    ) -> None:
+        if window <= timedelta(0):
+            raise ValueError(f"the window must be positive, not {window}")
+        self.window = window
+        self.min_count = min_count
+        self.min_share = min_share
+        self._clock = clock
+        self._events: list[tuple[datetime, int, ExchangeName, str | None]] = []  # a heap, oldest first
+        self._seq = itertools.count()  # ties in time pop in arrival order, never compare exchanges
+        self._checks: Counter[ExchangeName] = Counter()
+        self._failures: Counter[tuple[ExchangeName, str]] = Counter()
+        self._open: dict[tuple[ExchangeName, str], WindowIncident] = {}
+        self._held_at: dict[tuple[ExchangeName, str], datetime] = {}  # when the rule last held, per open incident
+
+    def _now(self) -> datetime:
+        return _utc(self._clock(), "clock()")
+
+    def _expire(self, now: datetime) -> None:
+        cutoff = now - self.window
+        while self._events and self._events[0][0] <= cutoff:
+            _, _, exchange, code = heapq.heappop(self._events)
+            self._checks[exchange] -= 1
+            if not self._checks[exchange]:
+                del self._checks[exchange]
+            if code is not None:
+                self._failures[exchange, code] -= 1
+                if not self._failures[exchange, code]:
+                    del self._failures[exchange, code]
+
+    def record(self, at: datetime, exchange: ExchangeName, code: str | None = None) -> None:
+        """One check at `at`; `code`: what it failed with, None when it did not fail. A check older than
+        the window counts for nothing (checks may arrive out of order: workers report concurrently)."""
+        at = _utc(at, "at")
+        now = self._now()
+        self._expire(now)
+        if at <= now - self.window:
+            return
+        heapq.heappush(self._events, (at, next(self._seq), exchange, code))
+        self._checks[exchange] += 1
+        if code is not None:
+            self._failures[exchange, code] += 1
+
+    def counts(self) -> dict[tuple[ExchangeName, str], int]:
+        """Failures in the window per (exchange, code)."""
+        self._expire(self._now())
+        return dict(self._failures)
+
+    def checks(self, exchange: ExchangeName) -> int:
+        """The exchange's checks in the window, failed or not."""
+        self._expire(self._now())
+        return self._checks[exchange]
+
+    def _holds(self, key: tuple[ExchangeName, str]) -> bool:
+        count, total = self._failures[key], self._checks[key[0]]
+        return count >= self.min_count and total > 0 and count / total >= self.min_share
+
+    def poll(self) -> WindowChanges:
+        """The incidents that opened since the last poll (the rule holds now and none was open for that
+        exchange and code) and those that closed (the rule has not held at any poll of the last window)."""
+        now = self._now()
+        self._expire(now)
+        opened = []
+        for key in sorted(self._failures):
+            if not self._holds(key):
+                continue
+            self._held_at[key] = now
+            if key not in self._open:
+                incident = WindowIncident(key[0], key[1], self._failures[key], self._checks[key[0]], now)
+                self._open[key] = incident
+                opened.append(incident)
+        closed = []
+        for key in sorted(self._open):
+            if now - self._held_at[key] >= self.window:
+                closed.append(self._open.pop(key))
+                del self._held_at[key]
+        return WindowChanges(tuple(opened), tuple(closed))
+
+    def open_incidents(self) -> tuple[WindowIncident, ...]:
+        return tuple(self._open[key] for key in sorted(self._open))
+
+    def explains(self, exchange: ExchangeName, code: str) -> bool:
+        """True while an open incident covers (exchange, code): fold that binding's alert into it."""
+        return (exchange, code) in self._open
