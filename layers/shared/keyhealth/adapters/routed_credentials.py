@@ -24,12 +24,12 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 
 from keyhealth.bindings.ports import CredentialStore, StoredCredential
+from keyhealth.config import CREDENTIAL_STORES
 from keyhealth.domain.credentials import Credentials
 from keyhealth.domain.errors import CredentialsBeingDeleted, StorageAdapterError
 
-SECRETS_MANAGER = "secretsmanager"
-KMS = "kms"
-STORES = (SECRETS_MANAGER, KMS)
+STORES = CREDENTIAL_STORES  # the values CREDENTIAL_STORE takes, one name per store
+SECRETS_MANAGER, KMS = STORES
 
 _ARN_SUFFIX = 7  # "-" and the six random characters Secrets Manager appends to a secret's name
 _GONE = "ResourceNotFoundException"
