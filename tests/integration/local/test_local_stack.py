@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -34,9 +35,17 @@ OTHER_PLATFORM = "arn:aws:iam::444444444444:user/someone-else"
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free now, below Linux's ephemeral range (32768-60999): a port the kernel hands out for
+    binding to 0 is also one it hands to the suite's outgoing connections, and one of those took a
+    probed port before the stack could listen on it (seen in `make test`)."""
+    while True:
+        port = random.randrange(20_000, 32_768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:
