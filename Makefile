@@ -11,7 +11,7 @@ SAM_STAMP       := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
 SAM             := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 SAM_REGION      ?= eu-west-1
 
-.PHONY: help venv test unit lint lint-template build format run demo audit check-demo clean docs openapi bench-audit
+.PHONY: help venv test unit lint lint-template build format run demo audit check-demo clean docs openapi bench-audit cost
 
 help:
 	@echo "make test    install into $(VENV) and run lint + the whole suite"
@@ -24,6 +24,7 @@ help:
 	@echo "make audit-deps  pip-audit the pinned requirements (the layer's, deployed, and the dev ones) for known vulnerabilities"
 	@echo "make build   sam build (arm64, no Docker): then sam deploy --guided"
 	@echo "make format  ruff format + ruff check --fix"
+	@echo "make cost    measure both credential stores on moto, print the monthly cost model, regenerate docs/cost.md"
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -152,6 +153,11 @@ openapi: venv
 
 bench-audit: venv
 	$(BIN)/python scripts/bench_audit.py $(BENCH_ARGS)
+
+# Both credential stores on moto in-process (about 30 s): AWS calls and latency per operation, the monthly
+# cost at 1,000 / 100,000 / 1,000,000 bindings; writes docs/cost.json and docs/cost.md (COST_ARGS: --bindings N).
+cost: venv
+	$(BIN)/python scripts/cost.py --write-docs $(COST_ARGS)
 
 # schemathesis against the local stack (docs/openapi.json, fixed seed, ~2,200 requests in about 85 s on 2 cores):
 # fails on any failed check, on fewer than 2,000 requests, or if the stack printed a demo secret. FUZZ_ARGS: see
