@@ -4,6 +4,8 @@
     keyhealth verify bnd_...      keyhealth rotate bnd_...      keyhealth unbind bnd_...
     keyhealth get bnd_...         keyhealth list [--user-id u-42]   keyhealth egress-ips
     keyhealth audit               (local stack only: run the scheduled audit now and follow it)
+    keyhealth migrate-credentials --to kms|secretsmanager [--dry-run] [--rate N] [--yes] [--stack NAME]
+                                  (in this process, with your AWS credentials: not through the API)
 
 Where: --api-url or KEYHEALTH_API_URL (default http://127.0.0.1:3000, the local stack). A deployed
 stack's URL (the ApiUrl output) is called with SigV4 signatures made from your AWS credentials
@@ -32,6 +34,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from keyhealth_cli import migrate
 from keyhealth_cli.api import PRINCIPAL_HEADER, Answer, ApiClient, default_api_url
 from keyhealth_cli.errors import EXIT_OF_STATUS, OK, UNKNOWN, CliError, exit_of_http
 from keyhealth_cli.render import describe_binding, describe_report, error_line, progress, render_summary, table
@@ -310,6 +313,8 @@ def build_parser() -> Parser:
     audit.add_argument("--no-follow", action="store_true", help="print the run id and return at once")
     audit.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the run to finish (120)")
     audit.set_defaults(run=cmd_audit)
+
+    migrate.add_command(command)
     return parser
 
 
@@ -320,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, getattr(args, name, default))
         args.json = getattr(args, "json", False)
         args.timeout = getattr(args, "timeout", 30.0)
+        if getattr(args, "run_local", None):
+            return int(args.run_local(args))  # runs in this process on AWS, not through the API
         if getattr(args, "limit", 50) is not None and not 1 <= getattr(args, "limit", 50) <= 100:
             raise CliError("--limit must be between 1 and 100")
         principal = args.principal or os.environ.get("KEYHEALTH_PRINCIPAL")

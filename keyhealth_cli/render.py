@@ -89,12 +89,12 @@ def render_summary(summary: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def progress(done: int, total: int, finished: bool) -> None:
-    """The audit's progress bar on stderr, when stderr is a terminal."""
+def progress(done: int, total: int, finished: bool, *, label: str = "audit", verb: str = "checked") -> None:
+    """A progress bar on stderr (the audit's, the migration's), when stderr is a terminal."""
     if not sys.stderr.isatty():
         return
     width = 30
     filled = width if finished else (width * done // total if total else 0)
     bar = "#" * filled + "-" * (width - filled)
-    sys.stderr.write(f"\raudit [{bar}] {done}/{total} checked{' done' if finished else ''}   ")
+    sys.stderr.write(f"\r{label} [{bar}] {done}/{total} {verb}{' done' if finished else ''}   ")
     sys.stderr.flush()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from keyhealth.adapters.sqs_audit_tasks import SqsRedelivery, SqsTaskQueue
     from keyhealth.adapters.sqs_dead_letters import SqsDeadLetters
     from keyhealth.audit.usecases import AuditDeps
+    from keyhealth.bindings.migration import MigrationDeps
     from keyhealth.bindings.ports import CredentialStore, Services
     from keyhealth.domain.credentials import Secret
 
@@ -163,6 +164,25 @@ class Container:
             key_id=config.credentials_kms_key_id,
             stack_name=config.stack_name,
             clock=self.environment.clock,
+        )
+
+    def credential_migration(self) -> MigrationDeps:
+        """What `keyhealth migrate-credentials` runs on: both stores (each must be configured: a
+        `StorageAdapterError` "StoreNotConfigured" otherwise), the bindings and their index."""
+        from keyhealth.adapters.routed_credentials import STORES, name_of, store_of
+        from keyhealth.bindings.migration import MigrationDeps
+        from keyhealth.exchanges.registry import NAMES
+
+        routed, env = self.credentials, self.environment
+        return MigrationDeps(
+            bindings=self.bindings,
+            stores={name: routed.store(name) for name in STORES},
+            store_of=store_of,
+            name_of=name_of,
+            exchanges=tuple(NAMES),
+            recovery_window_days=self.settings.recovery_window_days,
+            monotonic=env.monotonic,
+            sleep=env.sleep,
         )
 
     @cached_property
