@@ -3,6 +3,7 @@ versions, deletion and errors of the Secrets Manager store (bindings.ports.Crede
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from keyhealth.domain.errors import (
 )
 from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.ids import new_binding_id
-from keyhealth.domain.model import Report, Scope
+from keyhealth.domain.model import Report, Scope, Status
 from keyhealth.exchanges.registry import Exchange
 from tests.support.aws import SESSION
 from tests.support.clock import FakeClock
@@ -899,3 +900,30 @@ def test_a_rotation_whose_metadata_write_fails_is_demoted_through_the_use_case(a
 
     assert services.secrets.read(binding.secret_id) == OLD
     assert services.secrets.current_version(binding.secret_id) == aws.raw(binding.secret_id)["create_token"]["S"]
+
+
+def test_verify_of_credentials_that_cannot_be_decrypted_reports_unknown_and_alerts_ops_once(aws, services):
+    binding = bind_key(bind_command(OLD), TENANT, services).binding
+    other = bind_key(bind_command(NEW), OTHER_TENANT, services).binding
+    # Another tenant's item copied whole onto this binding's credential id (a restore gone wrong).
+    aws.put_raw({**aws.raw(other.secret_id), "pk": {"S": binding.secret_id}})
+    checker = services.checkers[Exchange.BINANCE]
+    checked = len(checker.checked)
+
+    first = verify_binding(TENANT, binding.binding_id, services)
+    second = verify_binding(TENANT, binding.binding_id, services)
+
+    assert len(checker.checked) == checked  # the exchange was never asked
+    for outcome in (first, second):
+        assert outcome.report.status is Status.UNKNOWN
+        assert outcome.report.codes == ["credentials_unreadable"]
+        assert outcome.binding.status is Status.HEALTHY  # the owner has nothing to fix
+        assert outcome.binding.unknown_streak == 0
+    [finding] = first.report.findings
+    assert finding.audience == "operator"
+    assert services.alerts.types() == ["credentials_unreadable"]  # one alert, not one per check
+    [alert] = services.alerts.published
+    assert alert.body["binding_id"] == binding.binding_id
+    shown = json.dumps(alert.body) + alert.text + json.dumps(first.binding.to_public_dict(), default=str)
+    assert "oldsecret" not in shown
+    assert "newsecret" not in shown

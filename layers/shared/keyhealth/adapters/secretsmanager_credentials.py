@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from keyhealth.adapters.aws_errors import error_code, storage_call
 from keyhealth.bindings.ports import BINDING_ID_TAG, TENANT_TAG, StoredCredential
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
-from keyhealth.domain.errors import CredentialsBeingDeleted, StorageAdapterError
+from keyhealth.domain.errors import CredentialsBeingDeleted, CredentialsUnreadable, StorageAdapterError
 
 #: ListSecrets' largest page.
 LIST_PAGE_SIZE = 100
@@ -70,6 +70,10 @@ class SecretsManagerCredentialStore:
         except StorageAdapterError as error:
             if error.reason == "InvalidRequestException" and self._scheduled(secret_id):
                 raise CredentialsBeingDeleted(operation, "scheduled for deletion") from None
+            if error.reason == "DecryptionFailure":
+                # GetSecretValue's answer when the secret's KMS key is disabled, scheduled for deletion or
+                # no longer lets this role decrypt: not transient, and not the key owner's to fix.
+                raise CredentialsUnreadable(operation, error.reason) from None
             raise
 
     def create(self, name: str, credentials: Credentials, *, tags: dict[str, str], token: str) -> str:

@@ -55,7 +55,7 @@ class HeldAlert:
     binding_id: str
     exchange: ExchangeName
     code: str  # the finding code that explains it (for incident folding)
-    kind: str  # binding_status_changed | binding_unreachable | trading_permission_expiring
+    kind: str  # binding_status_changed | binding_unreachable | credentials_unreadable | trading_permission_expiring
     alert: Alert
     newly_failing: bool = False
 
@@ -134,7 +134,17 @@ def assess(before: Binding, report: Report, now: datetime, *, exchange_name: str
                 newly_failing=newly_failing,
             )
         )
-    if after.unknown_streak == UNREACHABLE_AFTER:
+    if report.credentials_unreadable and not before.credentials_unreadable:
+        result.held.append(
+            HeldAlert(
+                after.binding_id,
+                after.exchange,
+                code,
+                "credentials_unreadable",
+                alerts.credentials_unreadable(after, report, exchange_name=exchange_name),
+            )
+        )
+    if after.unknown_streak == UNREACHABLE_AFTER and before.unknown_streak != UNREACHABLE_AFTER:
         result.held.append(
             HeldAlert(
                 after.binding_id,

@@ -39,9 +39,9 @@ from keyhealth.audit.ports import (
 )
 from keyhealth.bindings.model import Binding
 from keyhealth.bindings.ports import Services
-from keyhealth.domain.errors import ConcurrentUpdate, StorageAdapterError
+from keyhealth.domain.errors import ConcurrentUpdate, CredentialsUnreadable, StorageAdapterError
 from keyhealth.domain.exchange import CheckResult, ExchangeName
-from keyhealth.domain.findings import make_finding
+from keyhealth.domain.findings import credentials_unreadable_report, make_finding
 from keyhealth.domain.model import FindingCode, Report
 from keyhealth.domain.ratelimits import RatePlan
 from keyhealth.notify import model as alerts
@@ -361,7 +361,13 @@ def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
     cost = plan.audit_check_cost()
     if not deps.budget.acquire(binding.exchange, cost, deadline=now + deps.max_wait_seconds):
         raise _Retry(1.0, "no rate budget in time")
-    credentials = services.secrets.read(binding.secret_id)
+    try:
+        credentials = services.secrets.read(binding.secret_id)
+    except CredentialsUnreadable:
+        # Not retried: a disabled key or a foreign ciphertext does not heal in seconds. Recorded as an
+        # `unknown` check (stored status kept), with one alert to ops when first found (audit.model.assess).
+        report = credentials_unreadable_report(services.checkers[binding.exchange].spec.ui, services.now())
+        return _record(deps, binding, report, task.run_id)
     result = services.checkers[binding.exchange].check(credentials, binding.scopes, thorough=False)
     extra = {pool: w - cost.get(pool, 0) for pool, w in plan.cost(result.requests).items() if w > cost.get(pool, 0)}
     if extra:

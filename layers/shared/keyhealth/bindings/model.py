@@ -38,14 +38,22 @@ class Binding:
     def recorded(self, report: Report, *, now: datetime) -> Binding:
         """This binding after a check: a transient result never changes the stored status."""
         transient = report.status is Status.UNKNOWN
+        # Credentials that could not be decrypted: the exchange was not asked at all, so the check neither
+        # extends nor ends the streak of checks the exchange could not answer (`binding_unreachable`).
+        streak = self.unknown_streak if report.credentials_unreadable else self.unknown_streak + 1 if transient else 0
         return replace(
             self,
             status=self.status if transient else report.status,
             last_report=report,
             last_checked_at=report.checked_at,
             updated_at=now,
-            unknown_streak=self.unknown_streak + 1 if transient else 0,
+            unknown_streak=streak,
         )
+
+    @property
+    def credentials_unreadable(self) -> bool:
+        """Whether the last check found the stored credentials undecryptable (ops were told then)."""
+        return self.last_report is not None and self.last_report.credentials_unreadable
 
     def to_public_dict(self) -> dict[str, Any]:
         """The contract's Binding: what a platform sees."""

@@ -29,13 +29,14 @@ from keyhealth.domain.errors import (
     BindingNotFound,
     ConcurrentUpdate,
     CredentialsBeingDeleted,
+    CredentialsUnreadable,
     ExchangeUnreachable,
     KeyUnusable,
     StorageAdapterError,
     StorageUnavailable,
 )
 from keyhealth.domain.exchange import CheckResult
-from keyhealth.domain.findings import make_finding
+from keyhealth.domain.findings import credentials_unreadable_report, make_finding
 from keyhealth.domain.ids import new_binding_id
 from keyhealth.domain.model import FindingCode, Report, Scope, Status
 from keyhealth.notify import model as alerts
@@ -165,8 +166,11 @@ def _record(services: Services, binding: Binding, updated: Binding, report: Repo
 
 def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
     binding = load_binding(tenant, binding_id, services)
-    with _secret_step(services, binding, "secret_read"):
-        credentials = services.secrets.read(binding.secret_id)
+    try:
+        with _secret_step(services, binding, "secret_read", unreadable_passes=True):
+            credentials = services.secrets.read(binding.secret_id)
+    except CredentialsUnreadable:
+        return _unreadable(services, binding)
     result = services.checkers[binding.exchange].check(credentials, binding.scopes)
     updated = binding.recorded(result.report, now=services.now())
     if result.account_id:
@@ -178,6 +182,25 @@ def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
             raise BindingNotFound(f"no binding {binding_id}") from None  # unbound during the check
         raise
     return Outcome(saved, result.report)
+
+
+def _unreadable(services: Services, binding: Binding) -> Outcome:
+    """verify on credentials that cannot be decrypted: 200 with an `unknown` report (the stored status is
+    kept: the key's owner has nothing to fix), and one alert to ops when a check first finds it."""
+    report = credentials_unreadable_report(services.checkers[binding.exchange].spec.ui, services.now())
+    updated = binding.recorded(report, now=services.now())
+    if not binding.credentials_unreadable:
+        exchange_name = services.checkers[binding.exchange].spec.display_name
+        with _step("alert_publish"):
+            services.alerts.publish(alerts.credentials_unreadable(updated, report, exchange_name=exchange_name))
+    try:
+        with _step("metadata_write"):
+            saved = services.bindings.save(updated, previous=binding)
+    except ConcurrentUpdate:
+        if _gone(services, binding):
+            raise BindingNotFound(f"no binding {binding.binding_id}") from None
+        raise
+    return Outcome(saved, report)
 
 
 def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, services: Services) -> Outcome:
@@ -283,11 +306,16 @@ def _gone(services: Services, binding: Binding) -> bool:
 
 
 @contextmanager
-def _secret_step(services: Services, binding: Binding, step: str) -> Iterator[None]:
+def _secret_step(services: Services, binding: Binding, step: str, *, unreadable_passes: bool = False) -> Iterator[None]:
     """A step on the binding's secret: when it fails because the binding was unbound meanwhile
-    (its secret is scheduled for deletion), the answer is 404, not a transient 503."""
+    (its secret is scheduled for deletion), the answer is 404, not a transient 503. Credentials that
+    cannot be decrypted are a 503 too, unless `unreadable_passes` (verify reports them instead)."""
     try:
         yield
+    except CredentialsUnreadable:
+        if not unreadable_passes:
+            raise StorageUnavailable(step) from None
+        raise
     except CredentialsBeingDeleted:
         if _gone(services, binding):
             raise BindingNotFound(f"no binding {binding.binding_id}") from None

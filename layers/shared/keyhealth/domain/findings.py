@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from keyhealth.domain.exchange import ExchangeUi
-from keyhealth.domain.model import Finding, FindingCode, format_time
+from keyhealth.domain.model import Finding, FindingCode, Report, format_time
 
 
 def _join(items: Sequence[str]) -> str:
@@ -138,6 +138,18 @@ def make_finding(
             "Operators: the platform's egress IP is banned or in a location the exchange restricts; "
             "move the egress to another region or wait out the ban."
         )
+    elif code is c.CREDENTIALS_UNREADABLE:
+        message = (
+            f"The platform could not decrypt the {ui.name} credentials it stores for this key, "
+            f"so the key was not checked on {ui.name}."
+        )
+        remedy = (
+            "Operators: check that the KMS key of the stored credentials is enabled and not pending deletion, "
+            "that its key policy and the function's role still allow kms:Decrypt (with this stack's encryption "
+            "context), and whether the secret or credential item was restored or copied from another stack or "
+            "binding. Nothing for the key owner to do, unless the stored credentials are lost for good: then "
+            "the platform rotates this binding's credentials with the key submitted again."
+        )
     else:  # pragma: no cover - the enum is closed
         raise ValueError(code)
     if detail:
@@ -148,4 +160,12 @@ def make_finding(
         remedy=remedy,
         exchange_code=exchange_code,
         exchange_message=exchange_message,
+    )
+
+
+def credentials_unreadable_report(ui: ExchangeUi, checked_at: datetime) -> Report:
+    """The report of a check that could not decrypt the binding's stored credentials: `unknown`, with the
+    operator finding `credentials_unreadable`. The exchange was not asked (so no egress IP)."""
+    return Report(
+        checked_at=checked_at, egress_ip=None, findings=(make_finding(FindingCode.CREDENTIALS_UNREADABLE, ui),)
     )

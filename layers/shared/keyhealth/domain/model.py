@@ -59,6 +59,7 @@ class FindingCode(StrEnum):
     TIMEOUT = "timeout"
     CLOCK_SKEW = "clock_skew"
     EGRESS_BLOCKED = "egress_blocked"
+    CREDENTIALS_UNREADABLE = "credentials_unreadable"
 
     @property
     def severity(self) -> Severity:
@@ -89,6 +90,11 @@ _SEVERITY: dict[FindingCode, Severity] = {
     _C.TIMEOUT: Severity.TRANSIENT,
     _C.CLOCK_SKEW: Severity.TRANSIENT,
     _C.EGRESS_BLOCKED: Severity.TRANSIENT,
+    # Not transient in the sense of clearing by itself, but of the same kind for the report: the key was
+    # not checked (its stored credentials could not be decrypted), so the report is `unknown` and the
+    # stored status stays what the last real check found; an error here would turn a healthy key
+    # `failing` for its owner, who has nothing to fix.
+    _C.CREDENTIALS_UNREADABLE: Severity.TRANSIENT,
 }
 # Transient problems are ours (the platform's) to fix or wait out, never the key owner's.
 _OPERATOR_CODES = frozenset(code for code, sev in _SEVERITY.items() if sev is Severity.TRANSIENT)
@@ -203,6 +209,11 @@ class Report:
     @property
     def codes(self) -> list[str]:
         return [f.code.value for f in self.findings]
+
+    @property
+    def credentials_unreadable(self) -> bool:
+        """The stored credentials could not be decrypted: nothing was asked of the exchange."""
+        return any(f.code is FindingCode.CREDENTIALS_UNREADABLE for f in self.findings)
 
     def with_findings(self, *extra: Finding) -> Report:
         """A copy with findings added in front (e.g. `whitespace_trimmed` from the API layer)."""

@@ -17,6 +17,7 @@ from keyhealth.notify.model import (
     OrphansRemoved,
     StatusChanged,
     TradingExpiring,
+    Undecryptable,
     UnknownAlert,
     Unreachable,
 )
@@ -31,6 +32,11 @@ def subject(message: AlertMessage) -> str:
             text = (
                 f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} "
                 f"{_shown(message.previous_status)} -> {_shown(message.status)}{reason}"
+            )
+        case Undecryptable():
+            text = (
+                f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} unchecked: "
+                "its stored credentials cannot be decrypted"
             )
         case Unreachable():
             text = (
@@ -66,6 +72,8 @@ def text(message: AlertMessage) -> str:
     match message:
         case StatusChanged():
             lines = _status_changed(message)
+        case Undecryptable():
+            lines = _undecryptable(message)
         case Unreachable():
             lines = _unreachable(message)
         case TradingExpiring():
@@ -110,6 +118,21 @@ def _unreachable(message: Unreachable) -> list[str]:
         *[f"- {_shown(f.code)}: {_shown(f.message)}" for f in message.findings],
         "",
         "What to do: this is the platform's side (network, exchange outage, egress IP); see the findings.",
+        "",
+        _binding_line(message),
+    ]
+
+
+def _undecryptable(message: Undecryptable) -> list[str]:
+    return [
+        f"keyhealth could not decrypt the credentials it stores for the {_exchange(message)} key "
+        f"{_shown(message.api_key_masked)} of user {_shown(message.user_id)}, so it did not check the key; its "
+        f"last known status, {_shown(message.status)}, is kept until it can.",
+        "",
+        *[f"- {_shown(f.code)}: {_shown(f.message)} {_shown(f.remedy)}" for f in message.findings],
+        "",
+        "What to do: this is the platform's side (the KMS key, its policy, the stored item); the key's owner "
+        "sees the binding unchanged.",
         "",
         _binding_line(message),
     ]
@@ -204,11 +227,11 @@ def _id_list(title: str, binding_ids: tuple[str, ...], count: int | None) -> lis
     return ["", f"{title}:", *[f"- {binding_id}" for binding_id in binding_ids], *more]
 
 
-def _binding_line(message: Unreachable | TradingExpiring) -> str:
+def _binding_line(message: Unreachable | Undecryptable | TradingExpiring) -> str:
     return f"Binding: {_shown(message.binding_id)}  Tenant: {_shown(message.tenant)}"
 
 
-def _exchange(message: StatusChanged | Unreachable | TradingExpiring) -> str:
+def _exchange(message: StatusChanged | Unreachable | Undecryptable | TradingExpiring) -> str:
     """The exchange's own spelling of its name; its id when an older message carries none."""
     return message.exchange_name if message.exchange_name is not None else _shown(message.exchange)
 

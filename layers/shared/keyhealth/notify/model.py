@@ -211,6 +211,37 @@ class Unreachable(_BindingAlert):
 
 
 @dataclass(frozen=True)
+class Undecryptable(_BindingAlert):
+    """The binding's stored credentials could not be decrypted (a disabled or deleted KMS key, a changed key
+    policy, a ciphertext copied from another binding): the key was not checked. Ops' to fix, raised once
+    when a check first finds it (not again while it lasts)."""
+
+    TYPE: ClassVar[str] = "credentials_unreadable"
+
+    findings: tuple[AlertFinding, ...] = ()
+    checked_at: str | None = None
+    status: str | None = None  # the last known (stored) status, kept while the key cannot be checked
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            **self._binding_body(self.TYPE),
+            "findings": [f.to_body() for f in self.findings],
+            "checked_at": self.checked_at,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(
+            **cls._fields_of(body),
+            findings=_findings(body),
+            checked_at=_str(body, "checked_at"),
+            status=_str(body, "status"),
+        )
+
+
+@dataclass(frozen=True)
 class TradingExpiring(_BindingAlert):
     """Trading rights of a key without IP restriction lapse soon."""
 
@@ -452,11 +483,12 @@ class UnknownAlert:
         return cls(dict(body))
 
 
-KnownAlert = StatusChanged | Unreachable | TradingExpiring | Incident | AuditSummary | OrphansRemoved
+KnownAlert = StatusChanged | Unreachable | Undecryptable | TradingExpiring | Incident | AuditSummary | OrphansRemoved
 AlertMessage = KnownAlert | UnknownAlert
 
 KNOWN_TYPES: dict[str, type[KnownAlert]] = {
-    kind.TYPE: kind for kind in (StatusChanged, Unreachable, TradingExpiring, Incident, AuditSummary, OrphansRemoved)
+    kind.TYPE: kind
+    for kind in (StatusChanged, Unreachable, Undecryptable, TradingExpiring, Incident, AuditSummary, OrphansRemoved)
 }
 
 
@@ -531,6 +563,17 @@ def unreachable(binding: Binding, report: Report, *, exchange_name: str) -> Aler
         status=binding.status.value,
     )
     return Alert.of(message, severity="warning", exchange=binding.exchange, status=binding.status.value)
+
+
+def credentials_unreadable(binding: Binding, report: Report, *, exchange_name: str) -> Alert:
+    """The binding's stored credentials could not be decrypted: its key was not checked."""
+    message = Undecryptable(
+        **_binding_ref(binding, exchange_name),
+        findings=_alert_findings(report),
+        checked_at=format_time(report.checked_at),
+        status=binding.status.value,
+    )
+    return Alert.of(message, severity="critical", exchange=binding.exchange, status=binding.status.value)
 
 
 def trading_expiring(binding: Binding, expires_at: Any, days_left: int, *, exchange_name: str) -> Alert:

@@ -26,6 +26,7 @@ from keyhealth.notify.model import (
     OrphansRemoved,
     StatusChanged,
     TradingExpiring,
+    Undecryptable,
     UnknownAlert,
     Unreachable,
     from_body,
@@ -89,6 +90,8 @@ def _layout(message: AlertMessage, names: Names) -> tuple[str, list[dict[str, An
     match message:
         case StatusChanged():
             return _status_changed(message, names)
+        case Undecryptable():
+            return _undecryptable(message, names)
         case Unreachable():
             return _unreachable(message, names)
         case TradingExpiring():
@@ -172,6 +175,34 @@ def _unreachable(message: Unreachable, names: Names) -> tuple[str, list[dict[str
                 ("Binding", _code(message.binding_id)),
                 ("User", _code(user)),
                 ("Status", f"unknown for {_escape(streak)} audits"),
+                ("Key", _code(key)),
+                ("Tenant", _code(message.tenant)),
+            ]
+        ),
+        *_finding_blocks(findings),
+        _context([f"Checked {_escape(message.checked_at or 'at an unknown time')}", "keyhealth"]),
+    ]
+    return title, blocks
+
+
+def _undecryptable(message: Undecryptable, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    key, user = message.api_key_masked, message.user_id
+    title = f"{exchange} key {key} of user {user}: stored credentials cannot be decrypted"
+    findings = _by_severity(message.findings)
+    todo = _what_to_do(findings) or "*What to do (ops):* check the credentials' KMS key and its key policy."
+    blocks = [
+        _header(f":lock: {title}"),
+        _section(
+            f"keyhealth could not decrypt the credentials it stores for the {_escape(exchange)} key {_code(key)} "
+            f"of user {_code(user)}, so it did not check the key; its last known status is kept.\n\n{todo}"
+        ),
+        *_fields(
+            [
+                ("Exchange", _escape(exchange)),
+                ("Binding", _code(message.binding_id)),
+                ("User", _code(user)),
+                ("Status", f"{_escape(message.status or 'unknown')} (last known)"),
                 ("Key", _code(key)),
                 ("Tenant", _code(message.tenant)),
             ]

@@ -194,6 +194,34 @@ def test_a_fourth_unknown_raises_nothing():
     assert result.held == []
 
 
+def test_credentials_that_cannot_be_decrypted_raise_one_alert_keep_the_status_and_the_streak():
+    current = binding(Status.HEALTHY, unknown_streak=UNREACHABLE_AFTER)  # already reported unreachable
+    kinds = []
+    for _ in range(3):
+        result = assess(current, report(C.CREDENTIALS_UNREADABLE), NOW)
+        kinds.append([h.kind for h in result.held])
+        current = result.binding
+
+    assert kinds == [["credentials_unreadable"], [], []]  # once, not at every audit; no binding_unreachable
+    assert (current.status, current.unknown_streak) == (Status.HEALTHY, UNREACHABLE_AFTER)
+    assert current.last_report is not None
+    assert current.last_report.status is Status.UNKNOWN
+    held = assess(binding(), report(C.CREDENTIALS_UNREADABLE), NOW).held[0]
+    assert (held.code, held.alert.attributes["severity"], held.alert.body["status"]) == (
+        "credentials_unreadable",
+        "critical",
+        "healthy",
+    )
+    assert "decrypt" in held.alert.text
+
+
+def test_readable_again_then_unreadable_again_alerts_again():
+    current = assess(binding(), report(C.CREDENTIALS_UNREADABLE), NOW).binding
+    current = assess(current, report(), NOW).binding
+    again = assess(current, report(C.CREDENTIALS_UNREADABLE), NOW)
+    assert [h.kind for h in again.held] == ["credentials_unreadable"]
+
+
 def test_a_real_answer_resets_the_streak_so_the_count_starts_again():
     current = binding(unknown_streak=2)
     current = assess(current, report(), NOW).binding

@@ -34,6 +34,9 @@ CONTRACT_SEVERITIES = {
     "timeout": "transient",
     "clock_skew": "transient",
     "egress_blocked": "transient",
+    # Beyond the contract's list (issue 11): stored credentials that cannot be decrypted. Transient in the
+    # contract's sense: `unknown`, the stored status kept, for operators.
+    "credentials_unreadable": "transient",
 }
 
 
