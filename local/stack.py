@@ -92,6 +92,7 @@ class LocalConfig:
     egress_ips: str = DEFAULT_EGRESS
     external_urls: dict[str, str] = field(default_factory=dict)  # the *_BASE_URL variables that are set
     log_level: str = "WARNING"
+    credential_store: str = "secretsmanager"  # CREDENTIAL_STORE: where new credentials go
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LocalConfig:
@@ -106,7 +107,11 @@ class LocalConfig:
             return int(raw)
 
         egress = env.get("KEYHEALTH_EGRESS_SOURCE", "").strip() or DEFAULT_EGRESS
+        store = env.get("CREDENTIAL_STORE", "").strip().lower() or "secretsmanager"
+        if store not in ("secretsmanager", "kms"):
+            raise StackError(f"CREDENTIAL_STORE must be secretsmanager or kms, got {store!r}")
         return cls(
+            credential_store=store,
             port=port("KEYHEALTH_PORT", 3000),
             moto_port=port("KEYHEALTH_MOTO_PORT", 0),
             simulator_ports={name: port(f"KEYHEALTH_{name.upper()}_PORT", 0) for name in exchanges()},
@@ -184,6 +189,8 @@ class Resources:
     table: str
     idempotency_table: str
     kms_key_arn: str
+    credentials_table: str
+    credentials_key_arn: str
     topic_arn: str
     queue_urls: dict[str, str]  # exchange -> audit queue URL
     queue_arns: dict[str, str]
@@ -198,6 +205,11 @@ def provision(session: Any) -> Resources:
     create_table(dynamodb, "BindingsTable", table)
     create_table(dynamodb, "IdempotencyTable", idempotency)
     key_arn = create_key(kms, "SecretsKey")
+    # Both stores' resources, as template.yaml has them in every stack: `keyhealth migrate-credentials` can
+    # move the local bindings either way whichever CREDENTIAL_STORE the stack runs.
+    credentials_table = f"{NAME_PREFIX}credentials"
+    create_table(dynamodb, "CredentialsTable", credentials_table)
+    credentials_key_arn = create_key(kms, "CredentialsKey")
     topic_arn = create_topic(sns, "AlertTopic", f"{NAME_PREFIX}alerts")
 
     arns: dict[str, str] = {}
@@ -232,6 +244,8 @@ def provision(session: Any) -> Resources:
         table=table,
         idempotency_table=idempotency,
         kms_key_arn=key_arn,
+        credentials_table=credentials_table,
+        credentials_key_arn=credentials_key_arn,
         topic_arn=topic_arn,
         queue_urls=queue_urls,
         queue_arns={exchange: arns[audit_queue_id(exchange)] for exchange in queue_urls},
@@ -285,6 +299,10 @@ def keyhealth_environment(config: LocalConfig, resources: Resources, base_urls: 
         "ALERT_TOPIC_ARN": resources.topic_arn,
         "SECRET_PREFIX": "keyhealth/local/",
         "SECRETS_KMS_KEY_ID": resources.kms_key_arn,
+        "CREDENTIAL_STORE": config.credential_store,
+        "CREDENTIALS_TABLE_NAME": resources.credentials_table,
+        "CREDENTIALS_KMS_KEY_ID": resources.credentials_key_arn,
+        "STACK_NAME": "keyhealth-local",
         "EGRESS_IPS": config.egress_ips,
         "KEYHEALTH_EGRESS_SOURCE": config.egress_source,
         **{f"AUDIT_QUEUE_URL_{exchange.upper()}": url for exchange, url in resources.queue_urls.items()},

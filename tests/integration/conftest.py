@@ -22,7 +22,7 @@ from tests.conftest import EGRESS_IP
 from tests.support.aws import IDEMPOTENCY_TABLE, REGION, TABLE
 from tests.support.clock import SkippableClock
 from tests.support.faults import FaultyClient
-from tests.support.stack import SECRET_PREFIX, Exchanges, Stack
+from tests.support.stack import CREDENTIALS_TABLE, SECRET_PREFIX, Exchanges, Stack
 from tests.support.template import create_key, create_table, create_topic
 
 
@@ -51,9 +51,19 @@ def exchanges(clock: SkippableClock) -> Iterator[Exchanges]:
         yield Exchanges(urls, sims, keys)
 
 
+@pytest.fixture(params=["secretsmanager", "kms"])
+def credential_store(request: pytest.FixtureRequest) -> str:
+    """Every test on the stack runs once per credential store (CREDENTIAL_STORE, GitHub issue 11)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def stack(
-    exchanges: Exchanges, egress_client, clock: SkippableClock, monkeypatch: pytest.MonkeyPatch
+    exchanges: Exchanges,
+    egress_client,
+    clock: SkippableClock,
+    monkeypatch: pytest.MonkeyPatch,
+    credential_store: str,
 ) -> Iterator[Stack]:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
@@ -70,6 +80,9 @@ def stack(
         "BINGX_BASE_URL": exchanges.urls["bingx"],
         "POWERTOOLS_METRICS_NAMESPACE": "keyhealth",
         "POWERTOOLS_SERVICE_NAME": "keyhealth",
+        "CREDENTIAL_STORE": credential_store,
+        "STACK_NAME": "test-stack",
+        "CREDENTIALS_TABLE_NAME": CREDENTIALS_TABLE,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -79,6 +92,8 @@ def stack(
         create_table(raw_dynamodb, "BindingsTable", TABLE)
         create_table(raw_dynamodb, "IdempotencyTable", IDEMPOTENCY_TABLE)
         kms_key_arn = create_key(session.client("kms"), "SecretsKey")
+        create_table(raw_dynamodb, "CredentialsTable", CREDENTIALS_TABLE)
+        monkeypatch.setenv("CREDENTIALS_KMS_KEY_ID", create_key(session.client("kms"), "CredentialsKey"))
         sns = session.client("sns")
         topic_arn = create_topic(sns, "AlertTopic", "keyhealth-alerts")
         sqs = session.client("sqs")
@@ -92,7 +107,8 @@ def stack(
         dynamodb = FaultyClient(raw_dynamodb)
         secretsmanager = FaultyClient(session.client("secretsmanager"))
         faulty_sns = FaultyClient(sns)
-        clients = {"dynamodb": dynamodb, "secretsmanager": secretsmanager, "sns": faulty_sns, "sqs": sqs}
+        kms = FaultyClient(session.client("kms"))
+        clients = {"dynamodb": dynamodb, "secretsmanager": secretsmanager, "sns": faulty_sns, "sqs": sqs, "kms": kms}
         container = wiring.Container(
             wiring.Environment(
                 settings=Settings.from_env(os.environ),
@@ -105,6 +121,20 @@ def stack(
         wiring.use(container)
         for sim in exchanges.simulators.values():
             sim.fault = None
-        yield Stack(services, dynamodb, secretsmanager, faulty_sns, sqs, queue_url, exchanges, kms_key_arn, container)
+        yield Stack(
+            services,
+            dynamodb,
+            secretsmanager,
+            faulty_sns,
+            sqs,
+            queue_url,
+            exchanges,
+            kms_key_arn,
+            container,
+            kms=kms,
+            store=credential_store,
+        )
         wiring.use(None)
+        if credential_store == "kms":  # the acceptance: Secrets Manager held no secret at any point
+            assert secretsmanager.list_secrets(IncludePlannedDeletion=True)["SecretList"] == []
     settings.cache_clear()

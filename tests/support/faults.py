@@ -24,6 +24,7 @@ class FaultyClient:
         self.calls: list[str] = []
         self.before: dict[str, Any] = {}  # operation -> callable run (once) just before it
         self.every: dict[str, Any] = {}  # operation -> callable run before each call of it
+        self.every_table: dict[str, str] = {}  # operation -> the only table whose calls `every` runs for
         self._atomic: threading.Lock | None = None
 
     def atomic(self) -> None:
@@ -44,7 +45,9 @@ class FaultyClient:
             self.calls.append(name)
             if hook := self.before.pop(name, None):
                 hook()  # e.g. another writer getting in between our read and our write
-            if hook := self.every.get(name):
+            if (hook := self.every.get(name)) and self.every_table.get(name, kwargs.get("TableName")) == kwargs.get(
+                "TableName"
+            ):
                 hook()
             if name in self.failing:
                 raise ClientError(

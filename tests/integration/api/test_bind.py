@@ -26,15 +26,25 @@ def test_a_healthy_key_is_stored_with_its_report(stack):
     assert binding["last_report"] == report
     assert report["egress_ip"] == "127.0.0.2"
 
-    secret = stack.secretsmanager.describe_secret(SecretId=f"keyhealth/test-stack/{binding['binding_id']}")
-    assert secret["KmsKeyId"] == stack.kms_key_arn
-    tags = {t["Key"]: t["Value"] for t in secret["Tags"]}
-    assert tags == {
-        "keyhealth:tenant": "111111111111:role/platform-backend",
-        "keyhealth:binding_id": binding["binding_id"],
-    }
-    stored = json.loads(stack.secretsmanager.get_secret_value(SecretId=secret["ARN"])["SecretString"])
-    assert stored == {"api_key": key.api_key, "api_secret": key.api_secret, "passphrase": None, "key_type": "hmac"}
+    if stack.store == "secretsmanager":
+        secret = stack.secretsmanager.describe_secret(SecretId=f"keyhealth/test-stack/{binding['binding_id']}")
+        assert secret["KmsKeyId"] == stack.kms_key_arn
+        tags = {t["Key"]: t["Value"] for t in secret["Tags"]}
+        assert tags == {
+            "keyhealth:tenant": "111111111111:role/platform-backend",
+            "keyhealth:binding_id": binding["binding_id"],
+        }
+        stored = json.loads(stack.secretsmanager.get_secret_value(SecretId=secret["ARN"])["SecretString"])
+        assert stored == {"api_key": key.api_key, "api_secret": key.api_secret, "passphrase": None, "key_type": "hmac"}
+    else:
+        [item] = stack.credential_items()
+        assert (item["tenant"]["S"], item["binding_id"]["S"]) == (
+            "111111111111:role/platform-backend",
+            binding["binding_id"],
+        )
+        assert key.api_secret not in json.dumps(item, default=str)
+    stored_credentials = stack.stored_credentials(binding["binding_id"])
+    assert (stored_credentials.api_key, stored_credentials.api_secret.reveal()) == (key.api_key, key.api_secret)
     assert key.api_secret not in json.dumps(stack.table_items())
     assert key.api_key not in json.dumps(stack.table_items())
 

@@ -166,9 +166,9 @@ def test_a_canary_through_every_route_never_leaks(stack, captured_logs, exchange
 
     # The key fails its check (422); storage fails after the check (503, a warning is logged).
     assert bind(wrong, 422).json["report"]["status"] == "failing"
-    stack.secretsmanager.fail("create_secret")
+    stack.fail_credentials("create_secret")
     assert bind(for_storage_fault, 503).json["error"]["code"] == "storage_unavailable"
-    stack.secretsmanager.heal()
+    stack.heal_credentials()
 
     # Malformed binds (400), each carrying the canary.
     spoiled = [
@@ -205,10 +205,7 @@ def test_a_canary_through_every_route_never_leaks(stack, captured_logs, exchange
     call(unbind_function, delete_event(binding_id, principal=PLATFORM_B), 404)
 
     # The canary did reach the exchange and the secret store: the searches below mean something.
-    secret = stack.secretsmanager.get_secret_value(
-        SecretId=f"keyhealth/test-stack/{binding_id}", VersionStage="AWSCURRENT"
-    )
-    assert degraded.api_secret in secret["SecretString"]
+    assert stack.stored_credentials(binding_id).api_secret.reveal() == degraded.api_secret
     items, records = stack.table_items(), stack.table_items("keyhealth-idempotency")
     assert items
     assert len(records) == 2  # the bind and the rotation
@@ -227,6 +224,7 @@ def test_a_canary_through_every_route_never_leaks(stack, captured_logs, exchange
         "responses": json.dumps([r.raw for r in responses]),
         "bindings table": json.dumps(items),
         "idempotency table": json.dumps(records, default=str),
+        "credentials table": json.dumps(stack.credential_items(), default=str),
         "SNS messages": json.dumps(alerts),
     }
     for place, text in places.items():

@@ -43,10 +43,11 @@ def assert_retryable_5xx(response) -> None:
 )
 def test_bind_fault_leaves_nothing_and_a_retry_succeeds(stack, client, operation):
     key = stack.exchanges.key("binance", "healthy")
-    getattr(stack, client).fail(operation)
+    faulty, operation = stack.fault_point(client, operation)
+    faulty.fail(operation)
     response = stack.invoke(bind_function, bind_event(bind_body(key)))
     assert_retryable_5xx(response)
-    getattr(stack, client).heal()
+    faulty.heal()
     assert_fully_absent(stack)
 
     retry = stack.invoke(bind_function, bind_event(bind_body(key)))
@@ -58,12 +59,13 @@ def test_bind_double_fault_is_logged_with_the_secret_to_remove(stack, all_logs):
     """Metadata write and the compensating delete both fail: no item points anywhere, and
     the one secret left is named in an error log line (with its binding id tag) for ops."""
     key = stack.exchanges.key("binance", "healthy")
+    undo, call = stack.delete_now_point()
     stack.dynamodb.fail("transact_write_items")
-    stack.secretsmanager.fail("delete_secret")
+    undo.fail(call)
     response = stack.invoke(bind_function, bind_event(bind_body(key)))
     assert_retryable_5xx(response)
     stack.dynamodb.heal()
-    stack.secretsmanager.heal()
+    undo.heal()
     assert stack.table_items() == []
     [orphan] = stack.secret_names()
     [record] = [r for r in all_logs.records if r.getMessage().startswith("orphan secret left after a failed bind")]
@@ -99,13 +101,15 @@ def test_rotate_fault_keeps_the_old_credentials_whole_and_a_retry_succeeds(stack
     old, new = stack.exchanges.key("binance", "healthy"), stack.exchanges.key("binance", "withdraw-enabled")
     binding = created(stack, old, scopes=["spot"])  # healthy -> degraded: rotation publishes
     binding_id = binding["binding_id"]
-    getattr(stack, client).fail(operation)
+    faulty, operation = stack.fault_point(client, operation)
+    faulty.fail(operation)
     response = stack.invoke(bind_function, rotate_event(binding_id, rotate_body(new)))
     assert_retryable_5xx(response)
-    getattr(stack, client).heal()
+    faulty.heal()
     assert_fully_present(stack, binding_id, old.api_key)
-    labelled = [labels for labels in secret_of(stack, binding_id)["VersionIdsToStages"].values() if labels]
-    assert ["AWSCURRENT"] in labelled
+    if stack.store == "secretsmanager":
+        labelled = [labels for labels in secret_of(stack, binding_id)["VersionIdsToStages"].values() if labels]
+        assert ["AWSCURRENT"] in labelled
 
     retry = stack.invoke(bind_function, rotate_event(binding_id, rotate_body(new)))
     assert retry.status == 200, retry
@@ -127,10 +131,11 @@ def test_verify_fault_changes_nothing_and_no_alert_is_lost(stack, client, operat
     binding = created(stack, key)
     stack.exchanges.simulators["binance"].keys[key.api_key].enable_withdrawals = True  # healthy -> degraded
     before = [i for i in stack.table_items() if i["sk"]["S"].startswith("B#")]
-    getattr(stack, client).fail(operation)
+    faulty, operation = stack.fault_point(client, operation)
+    faulty.fail(operation)
     response = stack.invoke(verify_function, verify_event(binding["binding_id"]))
     assert_retryable_5xx(response)
-    getattr(stack, client).heal()
+    faulty.heal()
     assert [i for i in stack.table_items() if i["sk"]["S"].startswith("B#")] == before
 
     retry = stack.invoke(verify_function, verify_event(binding["binding_id"]))
@@ -153,10 +158,11 @@ def test_verify_fault_changes_nothing_and_no_alert_is_lost(stack, client, operat
 def test_unbind_fault_keeps_the_binding_whole_and_a_retry_succeeds(stack, client, operation):
     key = stack.exchanges.key("binance", "healthy")
     binding = created(stack, key)
-    getattr(stack, client).fail(operation)
+    faulty, operation = stack.fault_point(client, operation)
+    faulty.fail(operation)
     response = stack.invoke(unbind_function, delete_event(binding["binding_id"]))
     assert_retryable_5xx(response)
-    getattr(stack, client).heal()
+    faulty.heal()
     assert_fully_present(stack, binding["binding_id"], key.api_key)
 
     assert stack.invoke(unbind_function, delete_event(binding["binding_id"])).status == 204

@@ -59,7 +59,7 @@ def test_a_hostile_body_is_a_400_and_changes_nothing(stack, name, body, code, bi
         if binding == "existing"
         else "bnd_01J00000000000000000000000"
     )
-    items, secrets = stack.table_items(), stack.secret_names()
+    items, secrets, credential_items = stack.table_items(), stack.secret_names(), stack.credential_items()
     asked = {n: sim.stats.get("requests", 0) for n, sim in stack.exchanges.simulators.items()}
     for route, event in _requests(binding_id, body).items():
         answer = stack.invoke(bind_function, event)
@@ -67,6 +67,7 @@ def test_a_hostile_body_is_a_400_and_changes_nothing(stack, name, body, code, bi
         assert answer.json["error"]["code"] == code, (name, route, answer)
     assert stack.table_items() == items
     assert stack.secret_names() == secrets
+    assert stack.credential_items() == credential_items
     assert {n: sim.stats.get("requests", 0) for n, sim in stack.exchanges.simulators.items()} == asked
 
 
@@ -98,6 +99,10 @@ def test_a_bitget_passphrase_outside_visible_ascii_is_a_400_on_bind_and_rotate(s
         assert answer.json["error"]["code"] == "invalid_passphrase_format", answer
         assert passphrase not in answer.text
     assert stack.table_items() == before
+    if stack.store == "kms":
+        [item] = stack.credential_items()
+        assert "pending" not in item, "no pending version was left"
+        return
     secret = next(s for s in stack.secretsmanager.list_secrets()["SecretList"] if binding["binding_id"] in s["Name"])
     stages = stack.secretsmanager.describe_secret(SecretId=secret["ARN"])["VersionIdsToStages"]
     assert not any("AWSPENDING" in labels for labels in stages.values()), "no pending version was left"

@@ -40,10 +40,6 @@ UNBIND_STEPS = [
 ]
 
 
-def _client(stack, name: str):
-    return {"secretsmanager": stack.secretsmanager, "dynamodb": stack.dynamodb}[name]
-
-
 def _assert_consistent(stack, binding_id: str, keys: list) -> None:
     """Present and readable, or absent with nothing left that names it."""
     answer = stack.invoke(read_function, get_event(binding_id))
@@ -77,7 +73,8 @@ def test_an_unbind_inside_a_rotate_leaves_the_binding_whole_or_gone(stack, clien
     def unbind_now() -> None:
         unbound.append(stack.invoke(unbind_function, delete_event(binding_id)))
 
-    _client(stack, client).before[operation] = unbind_now
+    faulty, operation = stack.fault_point(client, operation)
+    faulty.before[operation] = unbind_now
     rotated = stack.invoke(bind_function, rotate_event(binding_id, rotate_body(new)))
 
     assert len(unbound) == 1
@@ -97,7 +94,8 @@ def test_a_rotate_inside_an_unbind_leaves_the_binding_whole_or_gone(stack, clien
     def rotate_now() -> None:
         rotated.append(stack.invoke(bind_function, rotate_event(binding_id, rotate_body(new))))
 
-    _client(stack, client).before[operation] = rotate_now
+    faulty, operation = stack.fault_point(client, operation)
+    faulty.before[operation] = rotate_now
     unbound = stack.invoke(unbind_function, delete_event(binding_id))
 
     assert len(rotated) == 1

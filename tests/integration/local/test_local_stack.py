@@ -61,6 +61,7 @@ class LocalStack:
     process: subprocess.Popen[str]
     url: str
     lines: list[str] = field(default_factory=list)
+    moto_url: str = ""
 
     def output(self) -> str:
         return "".join(self.lines)
@@ -90,12 +91,13 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def running_stack(*, wait_ready: bool = True) -> Iterator[LocalStack]:
+def running_stack(*, wait_ready: bool = True, **extra: str) -> Iterator[LocalStack]:
     """`python -m local.stack` in its own process group, on free ports; killed on the way out."""
-    port = free_port()
+    port, moto_port = free_port(), free_port()
     env = clean_env(
+        **extra,
         KEYHEALTH_PORT=str(port),
-        KEYHEALTH_MOTO_PORT=str(free_port()),
+        KEYHEALTH_MOTO_PORT=str(moto_port),
         KEYHEALTH_BINANCE_PORT=str(free_port()),
         KEYHEALTH_BITGET_PORT=str(free_port()),
         KEYHEALTH_BINGX_PORT=str(free_port()),
@@ -109,7 +111,7 @@ def running_stack(*, wait_ready: bool = True) -> Iterator[LocalStack]:
         text=True,
         start_new_session=True,  # its own process group: the finalizer can kill whatever it left
     )
-    running = LocalStack(process, f"http://127.0.0.1:{port}")
+    running = LocalStack(process, f"http://127.0.0.1:{port}", moto_url=f"http://127.0.0.1:{moto_port}")
 
     def read() -> None:
         assert process.stdout is not None
@@ -393,3 +395,35 @@ def test_ctrl_c_stops_the_stack_and_leaves_nothing_behind(stack):
         os.killpg(stack.process.pid, 0)  # no process of its group is left (no orphan moto_server)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.url}/_local/health", timeout=1)
+
+
+def test_the_local_stack_runs_on_the_kms_store_and_secrets_manager_stays_empty():
+    """`CREDENTIAL_STORE=kms make run` (GitHub issue 11): bind, verify and unbind through the CLI; the
+    credentials are an item of the credentials table, encrypted; Secrets Manager holds no secret."""
+    import boto3
+
+    with running_stack(CREDENTIAL_STORE="kms") as kms_stack:
+        healthy = kms_stack.demo_key("bitget", "healthy")
+        bound = kms_stack.cli(
+            "--principal", PLATFORM, "--json", "bind", "--user-id", "u-kms", "--exchange", "bitget",
+            "--scopes", "spot", "--api-key", healthy["api_key"],
+            KEYHEALTH_API_SECRET=healthy["api_secret"], KEYHEALTH_PASSPHRASE=healthy["passphrase"],
+        )  # fmt: skip
+        assert bound.returncode == 0, bound.stderr + kms_stack.output()
+        binding_id = json.loads(bound.stdout)["binding"]["binding_id"]
+        verified = kms_stack.cli("--principal", PLATFORM, "verify", binding_id)
+        assert verified.returncode == 0, verified.stderr
+        assert "status       healthy" in verified.stdout
+
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        secrets = session.client("secretsmanager", endpoint_url=kms_stack.moto_url)
+        assert secrets.list_secrets(IncludePlannedDeletion=True)["SecretList"] == []
+        dynamodb = session.client("dynamodb", endpoint_url=kms_stack.moto_url)
+        [table] = [name for name in dynamodb.list_tables()["TableNames"] if name.endswith("credentials")]
+        [item] = dynamodb.scan(TableName=table)["Items"]
+        assert item["binding_id"]["S"] == binding_id
+        assert healthy["api_secret"] not in json.dumps(item, default=str)
+        assert healthy["passphrase"] not in json.dumps(item, default=str)
+        assert kms_stack.cli("--principal", PLATFORM, "unbind", binding_id).returncode == 0

@@ -57,11 +57,12 @@ def tags_of(stack, secret: str) -> dict[str, str]:
 def double_faulted_bind(stack, key) -> str:
     """A bind whose binding write and compensating delete both fail: the secret it leaves (its name)."""
     before = set(stack.secret_names())
+    undo, call = stack.delete_now_point()
     stack.dynamodb.fail("transact_write_items")
-    stack.secretsmanager.fail("delete_secret")
+    undo.fail(call)
     response = stack.invoke(bind_function, bind_event(bind_body(key)))
     stack.dynamodb.heal()
-    stack.secretsmanager.heal()
+    undo.heal()
     assert response.status == 503, response
     [name] = set(stack.secret_names()) - before
     return name
