@@ -403,11 +403,11 @@ def test_the_local_stack_runs_on_the_kms_store_and_secrets_manager_stays_empty()
     import boto3
 
     with running_stack(CREDENTIAL_STORE="kms") as kms_stack:
-        healthy = kms_stack.demo_key("bitget", "healthy")
+        healthy = kms_stack.demo_key("binance", "healthy")
         bound = kms_stack.cli(
-            "--principal", PLATFORM, "--json", "bind", "--user-id", "u-kms", "--exchange", "bitget",
+            "--principal", PLATFORM, "--json", "bind", "--user-id", "u-kms", "--exchange", "binance",
             "--scopes", "spot", "--api-key", healthy["api_key"],
-            KEYHEALTH_API_SECRET=healthy["api_secret"], KEYHEALTH_PASSPHRASE=healthy["passphrase"],
+            KEYHEALTH_API_SECRET=healthy["api_secret"],
         )  # fmt: skip
         assert bound.returncode == 0, bound.stderr + kms_stack.output()
         binding_id = json.loads(bound.stdout)["binding"]["binding_id"]
@@ -425,5 +425,4 @@ def test_the_local_stack_runs_on_the_kms_store_and_secrets_manager_stays_empty()
         [item] = dynamodb.scan(TableName=table)["Items"]
         assert item["binding_id"]["S"] == binding_id
         assert healthy["api_secret"] not in json.dumps(item, default=str)
-        assert healthy["passphrase"] not in json.dumps(item, default=str)
         assert kms_stack.cli("--principal", PLATFORM, "unbind", binding_id).returncode == 0
