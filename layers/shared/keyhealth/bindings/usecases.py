@@ -155,23 +155,30 @@ def load_binding(tenant: str, binding_id: str, services: Services) -> Binding:
 
 def _record(services: Services, binding: Binding, updated: Binding, report: Report) -> Binding:
     """Store a check's outcome; alert first, so that a failed write loses no alert (a retry
-    re-detects the change; at worst an alert is repeated, never missed)."""
+    re-detects the change; at worst an alert is repeated, never missed). Credentials that could not be
+    decrypted alert ops once, when a check first finds them (the status does not change for them)."""
+    exchange_name = services.checkers[binding.exchange].spec.display_name
     if updated.status is not binding.status:
-        exchange_name = services.checkers[binding.exchange].spec.display_name
         with _step("alert_publish"):
             services.alerts.publish(alerts.status_changed(updated, binding.status, report, exchange_name=exchange_name))
+    if report.credentials_unreadable and not binding.credentials_unreadable:
+        with _step("alert_publish"):
+            services.alerts.publish(alerts.credentials_unreadable(updated, report, exchange_name=exchange_name))
     with _step("metadata_write"):
         return services.bindings.save(updated, previous=binding)
 
 
 def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
     binding = load_binding(tenant, binding_id, services)
-    try:
-        with _secret_step(services, binding, "secret_read", unreadable_passes=True):
+    with _secret_step(services, binding, "secret_read"):
+        try:
             credentials = services.secrets.read(binding.secret_id)
-    except CredentialsUnreadable:
-        return _unreadable(services, binding)
-    result = services.checkers[binding.exchange].check(credentials, binding.scopes)
+        except CredentialsUnreadable:
+            credentials = None  # reported, not raised: the exchange is not asked
+    if credentials is None:
+        result = CheckResult(credentials_unreadable_report(services.checkers[binding.exchange].spec.ui, services.now()))
+    else:
+        result = services.checkers[binding.exchange].check(credentials, binding.scopes)
     updated = binding.recorded(result.report, now=services.now())
     if result.account_id:
         updated = replace(updated, account_id=result.account_id)
@@ -182,25 +189,6 @@ def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
             raise BindingNotFound(f"no binding {binding_id}") from None  # unbound during the check
         raise
     return Outcome(saved, result.report)
-
-
-def _unreadable(services: Services, binding: Binding) -> Outcome:
-    """verify on credentials that cannot be decrypted: 200 with an `unknown` report (the stored status is
-    kept: the key's owner has nothing to fix), and one alert to ops when a check first finds it."""
-    report = credentials_unreadable_report(services.checkers[binding.exchange].spec.ui, services.now())
-    updated = binding.recorded(report, now=services.now())
-    if not binding.credentials_unreadable:
-        exchange_name = services.checkers[binding.exchange].spec.display_name
-        with _step("alert_publish"):
-            services.alerts.publish(alerts.credentials_unreadable(updated, report, exchange_name=exchange_name))
-    try:
-        with _step("metadata_write"):
-            saved = services.bindings.save(updated, previous=binding)
-    except ConcurrentUpdate:
-        if _gone(services, binding):
-            raise BindingNotFound(f"no binding {binding.binding_id}") from None
-        raise
-    return Outcome(saved, report)
 
 
 def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, services: Services) -> Outcome:
@@ -306,16 +294,11 @@ def _gone(services: Services, binding: Binding) -> bool:
 
 
 @contextmanager
-def _secret_step(services: Services, binding: Binding, step: str, *, unreadable_passes: bool = False) -> Iterator[None]:
+def _secret_step(services: Services, binding: Binding, step: str) -> Iterator[None]:
     """A step on the binding's secret: when it fails because the binding was unbound meanwhile
-    (its secret is scheduled for deletion), the answer is 404, not a transient 503. Credentials that
-    cannot be decrypted are a 503 too, unless `unreadable_passes` (verify reports them instead)."""
+    (its secret is scheduled for deletion), the answer is 404, not a transient 503."""
     try:
         yield
-    except CredentialsUnreadable:
-        if not unreadable_passes:
-            raise StorageUnavailable(step) from None
-        raise
     except CredentialsBeingDeleted:
         if _gone(services, binding):
             raise BindingNotFound(f"no binding {binding.binding_id}") from None
