@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from keyhealth.audit.model import AuditTask, HeldAlert
-from keyhealth.audit.ports import CircuitState, NotSent, RunState, TaskDone
+from keyhealth.audit.ports import CircuitState, NotSent, RunState, TaskDone, Tick
+from keyhealth.audit.rolling import WindowIncident
 from keyhealth.bindings.model import Binding, ListQuery, Page
 from keyhealth.bindings.ports import BINDING_ID_TAG, TENANT_TAG, StoredCredential
 from keyhealth.domain.credentials import Credentials
@@ -500,3 +501,80 @@ class FakeTaskQueue(Faults):
         if self.answers_lost:
             self.answers_lost -= 1
             raise NotSent("fake:send", "ReadTimeoutError", list(tasks))
+
+
+class FakeTicks(Faults):
+    """The rolling audit's tick store, with the adapter's guarantees: a claim is a lease taken only
+    over the watermark the dispatcher read, an incident opens once, a day's summary is claimed once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored_watermark: datetime | None = None
+        self.claim_run: str | None = None
+        self.claimed_until = float("-inf")
+        self.log: list[Tick] = []
+        self.incidents: dict[tuple[str, str], WindowIncident] = {}
+        self.opened: list[WindowIncident] = []
+        self.summaries: set[str] = set()
+
+    def watermark(self) -> datetime | None:
+        self._call("watermark")
+        return self.stored_watermark
+
+    def claim(self, run_id: str, expected: datetime | None, *, now: datetime, lease_seconds: float) -> bool:
+        self._call("claim")
+        if self.stored_watermark != expected or self.claimed_until > now.timestamp():
+            return False
+        self.claim_run, self.claimed_until = run_id, now.timestamp() + lease_seconds
+        self.log.append(Tick(run_id, now))
+        return True
+
+    def advance(self, run_id: str, watermark: datetime) -> None:
+        self._call("advance")
+        if self.claim_run != run_id:
+            raise StorageAdapterError("fake:advance", "the tick's claim was taken over")
+        self.stored_watermark, self.claim_run, self.claimed_until = watermark, None, float("-inf")
+
+    def release(self, run_id: str) -> None:
+        self._call("release")
+        if self.claim_run == run_id:
+            self.claim_run, self.claimed_until = None, float("-inf")
+
+    def ticks(self, since: datetime, until: datetime) -> list[Tick]:
+        self._call("ticks")
+        return [t for t in self.log if since < t.started_at <= until]
+
+    def open_incidents(self) -> list[WindowIncident]:
+        self._call("open_incidents")
+        return list(self.incidents.values())
+
+    def open_incident(self, incident: WindowIncident) -> bool:
+        self._call("open_incident")
+        if incident.key in self.incidents:
+            return False
+        self.incidents[incident.key] = incident
+        self.opened.append(incident)
+        return True
+
+    def incidents_opened(self, since: datetime, until: datetime) -> list[WindowIncident]:
+        self._call("incidents_opened")
+        return [i for i in self.opened if since < i.opened_at <= until]
+
+    def hold_incident(self, incident: WindowIncident) -> None:
+        self._call("hold_incident")
+        stored = self.incidents.get(incident.key)
+        if stored is not None and stored.held_at < incident.held_at:
+            self.incidents[incident.key] = incident
+
+    def close_incident(self, incident: WindowIncident) -> None:
+        self._call("close_incident")
+        stored = self.incidents.get(incident.key)
+        if stored is not None and stored.held_at == incident.held_at:
+            del self.incidents[incident.key]
+
+    def claim_summary(self, day: str) -> bool:
+        self._call("claim_summary")
+        if day in self.summaries:
+            return False
+        self.summaries.add(day)
+        return True

@@ -126,7 +126,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         ),
         "BindingsByExchange": (("dynamodb:Query",), ("${BindingsTable.Arn}/index/ByExchange",), None),
         "RunItems": (
-            ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+            ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
             (TABLE,),
             None,
         ),
@@ -699,6 +699,27 @@ def test_schedule_targets_the_dispatcher_with_a_role_that_may_invoke_only_it():
             "Resource": {"Fn::GetAtt": ["AuditDispatcherFunction", "Arn"]},
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expression", "timezone"),
+    [
+        ("nightly", {"Ref": "AuditSchedule"}, {"Ref": "AuditScheduleTimezone"}),
+        ("rolling", {"Fn::Sub": "rate(${AuditTickMinutes} minutes)"}, "UTC"),
+    ],
+)
+def test_the_audit_mode_picks_the_schedule(mode, expression, timezone):
+    schedule = props("NightlyAudit")
+    for key, expected in (("ScheduleExpression", expression), ("ScheduleExpressionTimezone", timezone)):
+        condition, when_true, when_false = schedule[key]["Fn::If"]
+        rolling = evaluate({"Condition": condition}, {"AuditMode": mode})
+        assert (when_true if rolling else when_false) == expected
+    ticks = cfn()["Parameters"]["AuditTickMinutes"]["AllowedValues"]
+    assert all(1440 % int(m) == 0 and int(m) > 1 for m in ticks)  # rate(1 minutes) is not an expression
+    for function in ("AuditDispatcherFunction", "AuditWorkerFunction"):  # the tick's and its finaliser's
+        variables = props(function)["Environment"]["Variables"]
+        assert variables["AUDIT_MODE"] == {"Ref": "AuditMode"}
+        assert variables["AUDIT_TICK_MINUTES"] == {"Ref": "AuditTickMinutes"}
 
 
 @pytest.mark.parametrize(("enabled", "state"), [("true", "ENABLED"), ("false", "DISABLED")])

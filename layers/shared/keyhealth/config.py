@@ -19,6 +19,9 @@ DEFAULT_BASE_URLS: dict[str, str] = {url.variable: url.default for spec in SPECS
 
 #: CREDENTIAL_STORE's values (template parameter CredentialStore).
 CREDENTIAL_STORES = ("secretsmanager", "kms")
+#: AUDIT_MODE's values (template parameter AuditMode): one nightly run, or a tick every few minutes
+#: checking the bindings whose slot of the day is due (keyhealth.audit.rolling).
+AUDIT_MODES = ("nightly", "rolling")
 
 
 class ConfigError(ValueError):
@@ -61,6 +64,10 @@ class Settings:
     audit_max_wait_seconds: float = 20.0  # how long one worker invocation waits for budget
     audit_concurrency: int = 10  # checks in flight per worker invocation
     audit_circuit_cache_seconds: float = 1.0  # how long a worker trusts the circuit it last read
+    audit_mode: str = "nightly"
+    audit_tick_minutes: int = 5  # rolling: a tick every this many minutes (a divisor of 1440)
+    audit_summary_hour: int = 6  # rolling: the daily summary's hour (UTC) covers the 24 hours before it
+    audit_incident_window_minutes: int = 30  # rolling: incidents are judged over the checks of this window
 
     def queue_url_for(self, exchange: str) -> str:
         return dict(self.audit_queue_urls).get(exchange) or self.audit_queue_url
@@ -107,6 +114,12 @@ class Settings:
             for name in ("CREDENTIALS_TABLE_NAME", "CREDENTIALS_KMS_KEY_ID", "STACK_NAME"):
                 if not text(name):
                     raise ConfigError(f"{name} must be set when CREDENTIAL_STORE is kms")
+        mode = text("AUDIT_MODE", "nightly").lower() or "nightly"
+        if mode not in AUDIT_MODES:
+            raise ConfigError(f"AUDIT_MODE must be one of {', '.join(AUDIT_MODES)}, got {mode!r}")
+        tick_minutes = int(number("AUDIT_TICK_MINUTES", 5, 1, 60))
+        if 1440 % tick_minutes:
+            raise ConfigError(f"AUDIT_TICK_MINUTES must divide a day (1440 minutes), got {tick_minutes}")
         urls = []
         for name, default in DEFAULT_BASE_URLS.items():
             url = text(name) or default
@@ -139,6 +152,10 @@ class Settings:
             audit_max_wait_seconds=number("AUDIT_MAX_WAIT_SECONDS", 20.0, 0.0, 600.0),
             audit_concurrency=int(number("AUDIT_CONCURRENCY", 10, 1, 64)),
             audit_circuit_cache_seconds=number("AUDIT_CIRCUIT_CACHE_SECONDS", 1.0, 0.0, 60.0),
+            audit_mode=mode,
+            audit_tick_minutes=tick_minutes,
+            audit_summary_hour=int(number("AUDIT_SUMMARY_HOUR", 6, 0, 23)),
+            audit_incident_window_minutes=int(number("AUDIT_INCIDENT_WINDOW_MINUTES", 30, 5, 1440)),
             slack_webhook_secret_arn=slack_secret,
             slack_dlq_url=slack_dlq,
             slack_max_attempts=int(number("SLACK_MAX_ATTEMPTS", 5, 1, 10)),

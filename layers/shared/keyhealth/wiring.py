@@ -17,7 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from keyhealth.adapters.slack_webhook import SlackWebhook
     from keyhealth.adapters.sqs_audit_tasks import SqsRedelivery, SqsTaskQueue
     from keyhealth.adapters.sqs_dead_letters import SqsDeadLetters
-    from keyhealth.audit.usecases import AuditDeps
+    from keyhealth.audit.usecases import AuditDeps, RollingDeps
     from keyhealth.bindings.migration import MigrationDeps
     from keyhealth.bindings.ports import CredentialStore, Services
     from keyhealth.domain.credentials import Secret
@@ -232,6 +233,20 @@ class Container:
             plans=plans,
             clock=env.clock,
             max_wait_seconds=config.audit_max_wait_seconds,
+            rolling=self._rolling(dynamodb) if config.audit_mode == "rolling" else None,
+        )
+
+    def _rolling(self, dynamodb: Any) -> RollingDeps:
+        from keyhealth.adapters.dynamodb_ticks import DynamoTickStore
+        from keyhealth.audit.rolling import RollingPlan
+        from keyhealth.audit.usecases import RollingDeps
+
+        config = self.settings
+        return RollingDeps(
+            ticks=DynamoTickStore(dynamodb, config.table_name),
+            plan=RollingPlan(config.audit_tick_minutes),
+            incident_window=timedelta(minutes=config.audit_incident_window_minutes),
+            summary_at=dt_time(config.audit_summary_hour, 0),
         )
 
     @cached_property

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from keyhealth.audit.model import AuditTask, HeldAlert
+from keyhealth.audit.rolling import WindowIncident
 from keyhealth.domain.errors import StorageAdapterError
 from keyhealth.domain.exchange import ExchangeName
 
@@ -114,3 +115,51 @@ class BindingSource(Protocol):
         """(tenant, binding_id) of every binding of `exchange` in `shard`, page by page, in ascending
         binding_id order: a reader whose page read failed reads the shard again and skips what it
         has seen."""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick of the rolling audit: the run that checks its due bindings, and when it was claimed."""
+
+    run_id: str
+    started_at: datetime
+
+
+class TickStore(Protocol):
+    """The rolling audit's state between ticks (audit/rolling.py): the watermark, the claim of the tick
+    in progress, the log of ticks (for the sliding window and the daily summary), the open incidents
+    and the daily summaries sent."""
+
+    def watermark(self) -> datetime | None:
+        """The `now` of the last tick whose dispatch completed; None before the first."""
+
+    def claim(self, run_id: str, expected: datetime | None, *, now: datetime, lease_seconds: float) -> bool:
+        """True when the watermark is still `expected` and no other claim is live: the caller holds the
+        tick until `now + lease_seconds` and the tick is logged. A dispatcher that died is taken over once
+        its lease has expired."""
+
+    def advance(self, run_id: str, watermark: datetime) -> None:
+        """The tick's dispatch completed: store `watermark` and drop the claim (held by `run_id`)."""
+
+    def release(self, run_id: str) -> None:
+        """The tick's dispatch failed: drop the claim, keep the watermark (the next tick dispatches again)."""
+
+    def ticks(self, since: datetime, until: datetime) -> list[Tick]:
+        """The ticks claimed in (`since`, `until`], oldest first."""
+
+    def open_incidents(self) -> list[WindowIncident]: ...
+
+    def open_incident(self, incident: WindowIncident) -> bool:
+        """Store a newly opened incident, and log it for the daily summary: False when another finaliser
+        opened it first (raise it once)."""
+
+    def incidents_opened(self, since: datetime, until: datetime) -> list[WindowIncident]:
+        """The incidents opened in (`since`, `until`], oldest first, open or closed since."""
+
+    def hold_incident(self, incident: WindowIncident) -> None:
+        """The rule still holds for an open incident: store its new `held_at`."""
+
+    def close_incident(self, incident: WindowIncident) -> None: ...
+
+    def claim_summary(self, day: str) -> bool:
+        """True once per `day` (the summary's date): the caller publishes that day's summary."""

@@ -62,26 +62,25 @@ has the same slots. Naive datetimes are refused; aware ones in another zone are 
   partition, so a reader retrying a failed page read skips by the set of ids it has taken (no order needed).
   The nightly mode keeps the ByExchange index and its binding id order.
 
-**Incidents** (`FailureWindow`): a run of a rolling audit is one tick's slot, a few dozen bindings, too few
+**Incidents** (`judge_window`): a run of a rolling audit is one tick's slot, a few dozen bindings, too few
 for today's rule (at least `INCIDENT_MIN_COUNT` bindings and `INCIDENT_MIN_SHARE` of an exchange's checks
-failing with the same code: audit/model.py `detect_incidents`). The same rule is applied to the checks of
-the last W minutes per exchange instead of one run's: the window opens one incident per (exchange, code),
-keeps it open while the rule held at some moment of the last window, and closes it after a whole window in
-which it never held. Per-binding alerts whose (exchange, code) an open incident explains are folded into it
-(`explains`), as `release` does for a run; a caller that holds per-binding alerts until the next tick folds
-the first ones too. The rule's numbers are today's (tests check they are the model's).
+failing with the same code: audit/model.py `detect_incidents`). The same rule is applied to the counters of
+the ticks of the last W minutes (`sum_counters`) instead of one run's: it opens one incident per (exchange,
+code), keeps it open while the rule held at some judgement of the last window, and closes it after a whole
+window in which it never held. The open incidents live in the store between ticks (`TickStore`); each tick's
+finaliser judges the window and folds the per-binding alerts an open incident explains (`explains`), as
+`release` does for a run.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 
+from keyhealth.audit.model import detect_incidents
 from keyhealth.domain.exchange import ExchangeName
 
 MINUTES_PER_DAY = 1440
@@ -91,11 +90,6 @@ POSITIONS = 1 << POSITION_BITS  # day positions are 0 .. POSITIONS - 1
 #: Keys the hash apart from every other spread by id (shards, egress IPs): each is independent of the slot.
 _PERSON = b"keyhealth.slot"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a UTC midnight: slot n of all time is slot n % slots_per_day of its day
-
-#: Today's fold rule (audit/model.py: INCIDENT_MIN_COUNT, INCIDENT_MIN_SHARE), here so that this module needs
-#: the domain only; the tests check they are the same.
-INCIDENT_MIN_COUNT = 3
-INCIDENT_MIN_SHARE = 0.5
 
 
 # --------------------------------------------------------------------------------- slots
@@ -259,13 +253,19 @@ def select_due(bindings: Iterable[tuple[str, str]], due: DueSlots) -> Iterator[t
 # ----------------------------------------------------------------------------- incidents
 @dataclass(frozen=True)
 class WindowIncident:
-    """Correlated failures of one exchange with one code in the last window (today's rule)."""
+    """Correlated failures of one exchange with one code over the last window (today's rule), open
+    from `opened_at` until a whole window passes without the rule holding (`held_at` is its last hold)."""
 
     exchange: ExchangeName
     code: str
     count: int  # failures with `code` in the window when it opened
     total: int  # the exchange's checks in the window then
     opened_at: datetime
+    held_at: datetime
+
+    @property
+    def key(self) -> tuple[ExchangeName, str]:
+        return self.exchange, self.code
 
     @property
     def share(self) -> float:
@@ -275,106 +275,49 @@ class WindowIncident:
 @dataclass(frozen=True)
 class WindowChanges:
     opened: tuple[WindowIncident, ...] = ()  # raise one incident for each
+    held: tuple[WindowIncident, ...] = ()  # open before, the rule holds now: `held_at` moved to now
     closed: tuple[WindowIncident, ...] = ()  # quiet for a whole window: a new burst will be a new incident
-
-
-class FailureWindow:
-    """The checks of the last `window` per exchange, their failures per (exchange, code), and the
-    incidents today's rule finds in them, each raised once while it stays open.
-
-    `record` one check at a time (its time, its exchange, and the code it failed with: a binding
-    newly failing, or a check that could not reach the exchange; None for the others), `poll` at
-    each tick for what opened or closed. Time comes from `clock` (an aware UTC datetime), so a test
-    moves it; a check is in the window while its time is in (now - window, now].
-    """
-
-    def __init__(
-        self,
-        window: timedelta,
-        clock: Callable[[], datetime],
-        *,
-        min_count: int = INCIDENT_MIN_COUNT,
-        min_share: float = INCIDENT_MIN_SHARE,
-    ) -> None:
-        if window <= timedelta(0):
-            raise ValueError(f"the window must be positive, not {window}")
-        self.window = window
-        self.min_count = min_count
-        self.min_share = min_share
-        self._clock = clock
-        self._events: list[tuple[datetime, int, ExchangeName, str | None]] = []  # a heap, oldest first
-        self._seq = itertools.count()  # ties in time pop in arrival order, never compare exchanges
-        self._checks: Counter[ExchangeName] = Counter()
-        self._failures: Counter[tuple[ExchangeName, str]] = Counter()
-        self._open: dict[tuple[ExchangeName, str], WindowIncident] = {}
-        self._held_at: dict[tuple[ExchangeName, str], datetime] = {}  # when the rule last held, per open incident
-
-    def _now(self) -> datetime:
-        return _utc(self._clock(), "clock()")
-
-    def _expire(self, now: datetime) -> None:
-        cutoff = now - self.window
-        while self._events and self._events[0][0] <= cutoff:
-            _, _, exchange, code = heapq.heappop(self._events)
-            self._checks[exchange] -= 1
-            if not self._checks[exchange]:
-                del self._checks[exchange]
-            if code is not None:
-                self._failures[exchange, code] -= 1
-                if not self._failures[exchange, code]:
-                    del self._failures[exchange, code]
-
-    def record(self, at: datetime, exchange: ExchangeName, code: str | None = None) -> None:
-        """One check at `at`; `code`: what it failed with, None when it did not fail. A check older than
-        the window counts for nothing (checks may arrive out of order: workers report concurrently)."""
-        at = _utc(at, "at")
-        now = self._now()
-        self._expire(now)
-        if at <= now - self.window:
-            return
-        heapq.heappush(self._events, (at, next(self._seq), exchange, code))
-        self._checks[exchange] += 1
-        if code is not None:
-            self._failures[exchange, code] += 1
-
-    def counts(self) -> dict[tuple[ExchangeName, str], int]:
-        """Failures in the window per (exchange, code)."""
-        self._expire(self._now())
-        return dict(self._failures)
-
-    def checks(self, exchange: ExchangeName) -> int:
-        """The exchange's checks in the window, failed or not."""
-        self._expire(self._now())
-        return self._checks[exchange]
-
-    def _holds(self, key: tuple[ExchangeName, str]) -> bool:
-        count, total = self._failures[key], self._checks[key[0]]
-        return count >= self.min_count and total > 0 and count / total >= self.min_share
-
-    def poll(self) -> WindowChanges:
-        """The incidents that opened since the last poll (the rule holds now and none was open for that
-        exchange and code) and those that closed (the rule has not held at any poll of the last window)."""
-        now = self._now()
-        self._expire(now)
-        opened = []
-        for key in sorted(self._failures):
-            if not self._holds(key):
-                continue
-            self._held_at[key] = now
-            if key not in self._open:
-                incident = WindowIncident(key[0], key[1], self._failures[key], self._checks[key[0]], now)
-                self._open[key] = incident
-                opened.append(incident)
-        closed = []
-        for key in sorted(self._open):
-            if now - self._held_at[key] >= self.window:
-                closed.append(self._open.pop(key))
-                del self._held_at[key]
-        return WindowChanges(tuple(opened), tuple(closed))
-
-    def open_incidents(self) -> tuple[WindowIncident, ...]:
-        return tuple(self._open[key] for key in sorted(self._open))
+    still_open: tuple[WindowIncident, ...] = ()  # every incident open after this judgement (opened included)
 
     def explains(self, exchange: ExchangeName, code: str) -> bool:
         """True while an open incident covers (exchange, code): fold that binding's alert into it."""
-        return (exchange, code) in self._open
+        return any(i.key == (exchange, code) for i in self.still_open)
+
+
+def sum_counters(runs: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The counters of several runs (the ticks of one window) as one run's."""
+    total: Counter[str] = Counter()
+    for counters in runs:
+        total.update(counters)
+    return dict(total)
+
+
+def judge_window(
+    counters: Mapping[str, int],
+    open_incidents: Iterable[WindowIncident],
+    now: datetime,
+    window: timedelta,
+) -> WindowChanges:
+    """Today's fold rule (audit/model.py `detect_incidents`) over the counters of the ticks of the last
+    `window` (`sum_counters`), against the incidents open so far (what the store keeps between ticks).
+
+    An incident opens when the rule holds and none is open for that (exchange, code); it stays open,
+    never raised again, while the rule holds at some judgement of the last window, and closes after a
+    whole window in which it never held. Pure: the caller stores `opened`, `held` and `closed`.
+    """
+    if window <= timedelta(0):
+        raise ValueError(f"the window must be positive, not {window}")
+    now = _utc(now, "now")
+    holding = {(i.exchange, i.code): i for i in detect_incidents("window", dict(counters), now)}
+    before = {i.key: i for i in open_incidents}
+    opened = tuple(
+        WindowIncident(i.exchange, i.code, i.count, i.total, now, now)
+        for key, i in sorted(holding.items())
+        if key not in before
+    )
+    held = tuple(replace(before[key], held_at=now) for key in sorted(holding) if key in before)
+    closed = tuple(before[key] for key in sorted(before) if key not in holding and now - before[key].held_at >= window)
+    kept = {i.key: i for i in (*(before[k] for k in before if k not in holding), *held, *opened)}
+    for incident in closed:
+        kept.pop(incident.key, None)
+    return WindowChanges(opened, held, closed, tuple(kept[key] for key in sorted(kept)))

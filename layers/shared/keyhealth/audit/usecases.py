@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 from typing import Any, TypeVar
 
 from keyhealth.audit.model import (
@@ -19,6 +20,7 @@ from keyhealth.audit.model import (
     Assessment,
     AuditTask,
     HeldAlert,
+    Incident,
     as_found_by,
     assess,
     detect_incidents,
@@ -36,7 +38,9 @@ from keyhealth.audit.ports import (
     RunStore,
     TaskDone,
     TaskQueue,
+    TickStore,
 )
+from keyhealth.audit.rolling import DAY, RollingPlan, WindowIncident, judge_window, sum_counters
 from keyhealth.bindings.model import Binding
 from keyhealth.bindings.ports import Services
 from keyhealth.domain.errors import ConcurrentUpdate, CredentialsUnreadable, StorageAdapterError
@@ -112,6 +116,22 @@ class AuditDeps:
     jitter: Callable[[], float] = random.random
     record_backoff: Backoff = RECORD_BACKOFF
     finalize_lease_seconds: float = FINALIZE_LEASE_SECONDS
+    rolling: RollingDeps | None = None  # AUDIT_MODE=rolling: the ticks' state and schedule
+
+
+@dataclass
+class RollingDeps:
+    """The rolling audit (audit/rolling.py): a tick every `plan.tick_minutes` dispatches the due slots,
+    incidents are judged over the last `incident_window`, a summary of the last 24 hours goes out once a
+    day at `summary_at` (UTC)."""
+
+    ticks: TickStore
+    plan: RollingPlan
+    incident_window: timedelta = timedelta(minutes=30)
+    summary_at: dt_time = dt_time(6, 0)
+    #: How long a dispatcher holds a tick: longer than it may run (its timeout, 900 s), so a live one is never
+    #: taken over; a tick whose dispatcher died is dispatched again by the first tick after that.
+    claim_lease_seconds: float = 900.0
 
 
 # ------------------------------------------------------------------------------ dispatch
@@ -155,8 +175,10 @@ def dispatch_audit(
     sleep: Callable[[float], None] = time.sleep,
     jitter: Callable[[], float] = random.random,
     backoff: Backoff = DISPATCH_BACKOFF,
+    keep: Callable[[str], bool] | None = None,
 ) -> RunState:
-    """Enqueue one task per binding, reading every (exchange, shard) partition in parallel.
+    """Enqueue one task per binding (`keep`: only the binding ids it accepts, as a rolling tick's due
+    slots), reading every (exchange, shard) partition in parallel.
 
     Pages are sent as they are read: memory does not grow with the number of bindings. A page
     read that fails is retried after a back-off by reading the shard again and skipping the
@@ -215,6 +237,8 @@ def dispatch_audit(
             for tenant, binding_id in read(exchange, shard):
                 if stop.is_set():
                     return
+                if keep is not None and not keep(binding_id):
+                    continue
                 chunk.append(AuditTask(run_id, exchange, tenant, binding_id))
                 if len(chunk) == SEND_BATCH:
                     send(chunk)
@@ -340,6 +364,8 @@ def finalize_if_complete(run_id: str, deps: AuditDeps, state: RunState) -> dict[
         return None
     if not deps.runs.claim_finalization(run_id, now=deps.clock(), lease_seconds=deps.finalize_lease_seconds):
         return None
+    if deps.rolling is not None and is_tick_run(run_id):
+        return finalize_tick(run_id, deps, deps.rolling, state)
     return finalize_run(run_id, deps.runs, deps.services, state)
 
 
@@ -467,4 +493,169 @@ def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunStat
         logger.warning("audit finished by another finaliser", extra={"run_id": run_id})
         return None
     logger.info("audit finished", extra={"run_id": run_id, "checked": summary["counts"]["total"]})
+    return summary
+
+
+# ------------------------------------------------------------------------------- rolling
+TICK_RUN_PREFIX = "tick-"  # a rolling tick's run; any other run (nightly, an operator's) is finalised as a whole audit
+
+
+def is_tick_run(run_id: str) -> bool:
+    return run_id.startswith(TICK_RUN_PREFIX)
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    state: RunState | None  # the tick's run; None when nothing was due or another dispatcher holds the tick
+    finalized: dict[str, Any] | None = None  # the tick run's summary when it was finalised here (nothing to check)
+    summary: dict[str, Any] | None = None  # the daily summary this tick published
+
+
+def dispatch_tick(
+    run_id: str,
+    source: BindingSource,
+    queue: TaskQueue,
+    deps: AuditDeps,
+    *,
+    exchanges: Iterable[ExchangeName],
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] = random.random,
+) -> TickOutcome:
+    """One tick of the rolling audit: claim the window since the watermark, dispatch the bindings whose
+    slot is due in it (run `run_id`, which must be a tick run), advance the watermark, finalise the run
+    if nothing is left to check; then publish the daily summary when its time fell in the window.
+
+    Two deliveries of one schedule never both dispatch (the claim); a dispatch that fails keeps the
+    watermark, so the next tick dispatches those slots again (a binding checked twice, never skipped).
+    """
+    rolling = deps.rolling
+    if rolling is None or not is_tick_run(run_id):
+        raise ValueError(f"{run_id!r}: a tick needs the rolling mode and a {TICK_RUN_PREFIX}* run id")
+    watermark = rolling.ticks.watermark()
+    now = deps.services.now()
+    due = rolling.plan.due(watermark, now)
+    if not due.count:
+        return TickOutcome(None)
+    if not rolling.ticks.claim(run_id, watermark, now=now, lease_seconds=rolling.claim_lease_seconds):
+        logger.info("audit tick: another dispatcher holds it", extra={"run_id": run_id})
+        return TickOutcome(None)
+    try:
+        state = dispatch_audit(
+            run_id,
+            source,
+            queue,
+            deps.runs,
+            lambda: now,
+            exchanges=exchanges,
+            sleep=sleep,
+            jitter=jitter,
+            keep=due.includes,
+        )
+    except DispatchFailed as failed:
+        rolling.ticks.release(run_id)
+        finalize_if_complete(run_id, deps, failed.state)  # what was sent still finishes, and its alerts go out
+        raise
+    rolling.ticks.advance(run_id, due.watermark)
+    logger.info("audit tick dispatched", extra={"run_id": run_id, "slots": due.count, "tasks": state.tasks_total})
+    finalized = finalize_if_complete(run_id, deps, state)
+    summary_time = summary_due(due.after, due.through, rolling.summary_at)
+    summary = daily_summary(deps, rolling, summary_time) if summary_time is not None else None
+    return TickOutcome(state, finalized, summary)
+
+
+def summary_due(after: datetime, through: datetime, at: dt_time) -> datetime | None:
+    """The latest daily summary time in (`after`, `through`]: the tick that sends that day's summary."""
+    candidate = datetime.combine(through.date(), at, tzinfo=through.tzinfo)
+    if candidate > through:
+        candidate -= DAY
+    return candidate if candidate > after else None
+
+
+def _tick_counters(runs: RunStore, run_id: str) -> dict[str, int]:
+    """A tick's counters; none when its run never started (its dispatcher died between claim and start)."""
+    return runs.counters(run_id) if runs.load(run_id) is not None else {}
+
+
+def finalize_tick(run_id: str, deps: AuditDeps, rolling: RollingDeps, state: RunState) -> dict[str, Any] | None:
+    """Finalise one tick's run: judge the sliding window (the counters of the ticks of the last
+    `incident_window`), raise each incident it opens once, publish the run's held alerts except those
+    an open incident explains, and store the tick's summary. The tick publishes no summary of its own:
+    the daily summary covers it."""
+    runs, services = deps.runs, deps.services
+    now = services.now()
+    window = rolling.ticks.ticks(now - rolling.incident_window, now)
+    counters = sum_counters(_tick_counters(runs, t.run_id) for t in window if t.run_id != run_id)
+    own = runs.counters(run_id)
+    changes = judge_window(sum_counters((counters, own)), rolling.ticks.open_incidents(), now, rolling.incident_window)
+    names = {name: checker.spec.display_name for name, checker in services.checkers.items()}
+    raised: list[Incident] = []
+    for opened in changes.opened:
+        if rolling.ticks.open_incident(opened):  # another tick's finaliser may have opened it first
+            incident = _as_incident(run_id, opened)
+            raised.append(incident)
+            services.alerts.publish(
+                alerts.incident(
+                    {
+                        **incident.to_dict(),
+                        "exchange_name": names.get(opened.exchange),
+                        "window_minutes": int(rolling.incident_window.total_seconds() // 60),
+                    }
+                )
+            )
+    for held_incident in changes.held:
+        rolling.ticks.hold_incident(held_incident)
+    for closed in changes.closed:
+        rolling.ticks.close_incident(closed)
+        logger.info("audit incident closed", extra={"exchange": closed.exchange, "code": closed.code})
+    newly_failing: list[HeldAlert] = []
+    for held in runs.held(run_id):
+        if held.newly_failing and len(newly_failing) < NEWLY_FAILING_LISTED:
+            newly_failing.append(held)
+        if held.kind == "trading_permission_expiring" or not changes.explains(held.exchange, held.code):
+            services.alerts.publish(held.alert)
+    summary = summarise(run_id, own, newly_failing, raised, state.started_at, now)
+    summary["newly_failing_count"] = sum(v for k, v in own.items() if k.startswith("newly_failing."))
+    if state.dispatch_failed is not None:
+        summary["dispatch_failed"] = state.dispatch_failed
+    if not runs.finish(run_id, summary, now):
+        return None
+    logger.info("audit tick finished", extra={"run_id": run_id, "checked": summary["counts"]["total"]})
+    return summary
+
+
+def _as_incident(run_id: str, opened: WindowIncident) -> Incident:
+    return Incident(run_id, opened.exchange, opened.code, opened.count, opened.total, opened.opened_at)
+
+
+def daily_summary(deps: AuditDeps, rolling: RollingDeps, at: datetime) -> dict[str, Any] | None:
+    """Publish the summary of the ticks claimed in the 24 hours before `at` (from `at` a day before, up
+    to but not including the tick at `at`, which has only just been dispatched), once per day: the
+    rolling audit's counterpart of a nightly run's summary. Ticks still running are counted as far as
+    they have got (`ticks_unfinished` says how many)."""
+    if not rolling.ticks.claim_summary(at.date().isoformat()):
+        return None
+    runs, services = deps.runs, deps.services
+    second = timedelta(seconds=1)  # tick times are whole seconds: (at - DAY - 1 s, at - 1 s] is [at - DAY, at)
+    ticks = rolling.ticks.ticks(at - DAY - second, at - second)
+    counters: dict[str, int] = {}
+    newly_failing: list[HeldAlert] = []
+    unfinished = 0
+    for tick in ticks:
+        state = runs.load(tick.run_id)
+        if state is None:
+            continue
+        unfinished += not state.finished
+        counters = sum_counters((counters, runs.counters(tick.run_id)))
+        if len(newly_failing) < NEWLY_FAILING_LISTED:
+            newly_failing.extend(h for h in runs.held(tick.run_id) if h.newly_failing)
+    incidents = [_as_incident(f"day-{at.date().isoformat()}", i) for i in rolling.ticks.incidents_opened(at - DAY, at)]
+    names = {name: checker.spec.display_name for name, checker in services.checkers.items()}
+    summary = summarise(f"day-{at.date().isoformat()}", counters, newly_failing, incidents, at - DAY, at)
+    summary["mode"] = "rolling"
+    summary["ticks"] = len(ticks)
+    summary["ticks_unfinished"] = unfinished
+    summary["newly_failing_count"] = sum(v for k, v in counters.items() if k.startswith("newly_failing."))
+    summary["exchange_names"] = {name: names[name] for name in summary["by_exchange"] if name in names}
+    services.alerts.publish(alerts.audit_summary(summary))
+    logger.info("audit daily summary", extra={"day": at.date().isoformat(), "ticks": len(ticks)})
     return summary

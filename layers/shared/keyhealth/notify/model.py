@@ -279,6 +279,8 @@ class Incident:
     detected_at: str | None = None
     exchange_name: str | None = None
     remedy: str = ""  # empty: INCIDENT_REMEDIES' for the code
+    #: The rolling audit judges the checks of the last this many minutes, not one run's (None: a whole run).
+    window_minutes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.remedy:
@@ -299,6 +301,8 @@ class Incident:
         if self.exchange_name is not None:
             body["exchange_name"] = self.exchange_name
         body["remedy"] = self.remedy
+        if self.window_minutes is not None:
+            body["window_minutes"] = self.window_minutes
         return body
 
     @classmethod
@@ -315,6 +319,7 @@ class Incident:
             detected_at=_str(body, "detected_at"),
             exchange_name=_name(body.get("exchange_name")),
             remedy=_str(body, "remedy") or "",
+            window_minutes=_int(body, "window_minutes"),
         )
 
 
@@ -368,6 +373,10 @@ class AuditSummary:
     newly_failing: tuple[NewlyFailing, ...] = ()
     incidents: tuple[Incident, ...] = ()
     exchange_names: dict[str, str] | None = None  # id -> the exchange's own spelling
+    #: The rolling audit's daily summary: "rolling", the ticks it covers and those still running then.
+    mode: str | None = None
+    ticks: int | None = None
+    ticks_unfinished: int | None = None
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -385,6 +394,8 @@ class AuditSummary:
         }
         if self.exchange_names is not None:
             body["exchange_names"] = dict(self.exchange_names)
+        if self.mode is not None:
+            body.update(mode=self.mode, ticks=self.ticks, ticks_unfinished=self.ticks_unfinished)
         return body
 
     @classmethod
@@ -405,6 +416,9 @@ class AuditSummary:
             newly_failing=tuple(NewlyFailing.from_body(n) for n in _objects(body, "newly_failing")),
             incidents=tuple(Incident.from_body(i) for i in _objects(body, "incidents")),
             exchange_names=_names(body.get("exchange_names")),
+            mode=_str(body, "mode"),
+            ticks=_int(body, "ticks"),
+            ticks_unfinished=_int(body, "ticks_unfinished"),
         )
 
 

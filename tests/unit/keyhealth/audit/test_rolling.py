@@ -18,17 +18,15 @@ import pytest
 from keyhealth.audit import model as audit_model
 from keyhealth.audit.rolling import (
     DAY,
-    INCIDENT_MIN_COUNT,
-    INCIDENT_MIN_SHARE,
     POSITIONS,
     DueSlots,
-    FailureWindow,
     RollingPlan,
     SlotRange,
-    WindowChanges,
     day_position,
+    judge_window,
     select_due,
     slot_of,
+    sum_counters,
 )
 from keyhealth.domain.ids import is_binding_id, new_binding_id
 from tests.support.clock import FakeClock
@@ -436,85 +434,69 @@ def test_a_dispatcher_down_for_two_days_dispatches_each_binding_once_then_resume
 
 
 # ------------------------------------------------------------------------- sliding window
-def window(minutes: int = 30) -> tuple[FailureWindow, FakeClock]:
-    clock = FakeClock(at(10, 0).timestamp())
-    return FailureWindow(timedelta(minutes=minutes), clock.datetime), clock
+WINDOW = timedelta(minutes=30)
 
 
-def test_the_fold_rule_is_todays():
-    assert (INCIDENT_MIN_COUNT, INCIDENT_MIN_SHARE) == (audit_model.INCIDENT_MIN_COUNT, audit_model.INCIDENT_MIN_SHARE)
+def counters(*checks: tuple[str, str | None]) -> dict[str, int]:
+    """A window's counters, as the tick runs count them: (exchange, code failed with, or None)."""
+    found: Counter[str] = Counter()
+    for exchange, code in checks:
+        found[f"checked.{exchange}"] += 1
+        if code is not None:
+            found[f"newly_failing.{exchange}.{code}"] += 1
+    return dict(found)
 
 
-def test_the_window_counts_the_last_w_minutes_per_exchange_and_code():
-    win, clock = window(30)
-    win.record(at(9, 40), "binance", "ip_not_whitelisted")
-    win.record(at(9, 50), "binance", "ip_not_whitelisted")
-    win.record(at(9, 55), "binance")
-    win.record(at(10, 0), "bingx", "timeout")
-    win.record(at(9, 30), "binance", "timeout")  # exactly 30 minutes old: out
-    win.record(at(9, 0), "binance", "timeout")  # long gone
-    assert win.counts() == {("binance", "ip_not_whitelisted"): 2, ("bingx", "timeout"): 1}
-    assert (win.checks("binance"), win.checks("bingx"), win.checks("bitget")) == (3, 1, 0)
-    clock.now = at(10, 15).timestamp()
-    win.record(at(9, 58), "binance", "ip_not_whitelisted")  # late to arrive, still in the window
-    assert win.counts() == {("binance", "ip_not_whitelisted"): 2, ("bingx", "timeout"): 1}
-    assert win.checks("binance") == 3  # 9:50, 9:55, 9:58
-    clock.now = at(10, 29).timestamp()
-    assert (win.counts(), win.checks("binance")) == ({("bingx", "timeout"): 1}, 0)
-    clock.now = at(10, 30).timestamp()
-    assert (win.counts(), win.checks("bingx")) == ({}, 0)
+def test_ticks_counters_add_up_to_one_windows():
+    assert sum_counters([counters(("binance", "timeout")), counters(("binance", None)), {}]) == {
+        "checked.binance": 2,
+        "newly_failing.binance.timeout": 1,
+    }
 
 
-def test_an_incident_opens_once_stays_open_while_failures_go_on_and_closes_after_a_quiet_window():
-    win, clock = window(30)
-    for minute in range(3):
-        win.record(at(10, 0) - timedelta(minutes=minute), "bitget", "ip_not_whitelisted")
-    win.record(at(10, 0), "bitget")
-    changes = win.poll()
-    assert [(i.exchange, i.code, i.count, i.total, i.share, i.opened_at) for i in changes.opened] == [
-        ("bitget", "ip_not_whitelisted", 3, 4, 0.75, at(10, 0))
-    ]
-    assert changes.closed == ()
-    assert win.explains("bitget", "ip_not_whitelisted")
-    assert not win.explains("bitget", "timeout")
-    assert not win.explains("binance", "ip_not_whitelisted")
-    # The outage goes on for two hours, a tick every 5 minutes: never raised again.
-    for minute in range(5, 125, 5):
-        clock.now = (at(10, 0) + timedelta(minutes=minute)).timestamp()
-        win.record(clock.datetime(), "bitget", "ip_not_whitelisted")
-        win.record(clock.datetime(), "bitget", "ip_not_whitelisted")
-        assert win.poll() == WindowChanges()
-    # It stops at 12:00. The rule still holds at 12:20 (4 failures of 6 checks in the last 30 minutes), no
-    # longer at 12:29 (2 left); the incident is closed after a whole window without it holding: at 12:50, once.
-    stopped = clock.datetime()
-    for minute in (5, 20, 29, 45, 49):
-        clock.now = (stopped + timedelta(minutes=minute)).timestamp()
-        win.record(clock.datetime(), "bitget")
-        assert win.poll().closed == ()
-        assert win.explains("bitget", "ip_not_whitelisted")
-    clock.now = (stopped + timedelta(minutes=50)).timestamp()
-    assert [(i.code, i.opened_at) for i in win.poll().closed] == [("ip_not_whitelisted", at(10, 0))]
-    assert win.open_incidents() == ()
-    assert not win.explains("bitget", "ip_not_whitelisted")
-    assert win.poll() == WindowChanges()
+def test_an_incident_opens_once_stays_open_while_the_rule_holds_and_closes_after_a_quiet_window():
+    burst = counters(*[("bitget", "ip_not_whitelisted")] * 3, ("bitget", None))
+    changes = judge_window(burst, [], at(10, 0), WINDOW)
+    [opened] = changes.opened
+    assert (opened.exchange, opened.code, opened.count, opened.total, opened.share) == (
+        "bitget",
+        "ip_not_whitelisted",
+        3,
+        4,
+        0.75,
+    )
+    assert (opened.opened_at, opened.held_at) == (at(10, 0), at(10, 0))
+    assert changes.still_open == (opened,)
+    assert changes.explains("bitget", "ip_not_whitelisted")
+    assert not changes.explains("bitget", "timeout")
+    assert not changes.explains("binance", "ip_not_whitelisted")
+    # The outage goes on: judged again, it is held (its last hold moves on), never opened again.
+    later = judge_window(burst, changes.still_open, at(10, 20), WINDOW)
+    assert later.opened == ()
+    assert [i.held_at for i in later.held] == [at(10, 20)]
+    assert later.held[0].opened_at == at(10, 0)
+    # It stops: quiet windows. Still open until a whole window has passed since the last hold ...
+    quiet = counters(("bitget", None))
+    open_now = later.still_open
+    for minute in (5, 20, 29):
+        judged = judge_window(quiet, open_now, at(10, 20) + timedelta(minutes=minute), WINDOW)
+        assert judged.closed == ()
+        assert judged.explains("bitget", "ip_not_whitelisted")
+        open_now = judged.still_open
+    closed = judge_window(quiet, open_now, at(10, 50), WINDOW)
+    assert [(i.code, i.opened_at) for i in closed.closed] == [("ip_not_whitelisted", at(10, 0))]
+    assert closed.still_open == ()
+    assert not closed.explains("bitget", "ip_not_whitelisted")
     # A new burst after that is a new incident.
-    for _ in range(3):
-        win.record(clock.datetime(), "bitget", "ip_not_whitelisted")
-    assert [i.opened_at for i in win.poll().opened] == [clock.datetime()]
+    assert [i.opened_at for i in judge_window(burst, closed.still_open, at(11, 0), WINDOW).opened] == [at(11, 0)]
 
 
 def test_no_incident_below_the_count_or_the_share():
-    win, _ = window()
-    win.record(at(10, 0), "binance", "timeout")
-    win.record(at(10, 0), "binance", "timeout")  # 2 of 2: too few
-    assert win.poll().opened == ()
-    win, _ = window()
-    for index in range(10):
-        win.record(at(10, 0), "binance", "timeout" if index < 4 else None)  # 4 of 10: too small a share
-    assert win.poll().opened == ()
-    win.record(at(10, 0), "binance", "timeout")
-    win.record(at(10, 0), "binance", "timeout")  # 6 of 12: half
-    assert [(i.count, i.total) for i in win.poll().opened] == [(6, 12)]
+    assert judge_window(counters(*[("binance", "timeout")] * 2), [], at(10, 0), WINDOW).opened == ()
+    few = counters(*[("binance", "timeout")] * 4, *[("binance", None)] * 6)  # 4 of 10
+    assert judge_window(few, [], at(10, 0), WINDOW).opened == ()
+    half = counters(*[("binance", "timeout")] * 6, *[("binance", None)] * 6)
+    assert [(i.count, i.total) for i in judge_window(half, [], at(10, 0), WINDOW).opened] == [(6, 12)]
 
 
 def test_the_window_decides_as_detect_incidents_does_for_a_run():
@@ -523,23 +505,20 @@ def test_the_window_decides_as_detect_incidents_does_for_a_run():
     rng = random.Random(11)
     codes = ("ip_not_whitelisted", "timeout", "key_rejected", None)
     for _ in range(200):
-        win, _ = window()
-        counters: Counter[str] = Counter()
-        for _ in range(rng.randint(0, 12)):
-            exchange = rng.choice(EXCHANGES)
-            code = rng.choices(codes, weights=(3, 2, 1, rng.choice((1, 6))))[0]
-            win.record(at(10, 0) - timedelta(seconds=rng.uniform(0, 1_700)), exchange, code)
-            counters[f"checked.{exchange}"] += 1
-            if code is not None:
-                counters[f"transient.{exchange}.{code}"] += 1
-        incidents = audit_model.detect_incidents("r", counters, MIDNIGHT)
-        expected = sorted((i.exchange, i.code, i.count, i.total) for i in incidents)
-        assert sorted((i.exchange, i.code, i.count, i.total) for i in win.poll().opened) == expected
+        checks = [
+            (rng.choice(EXCHANGES), rng.choices(codes, weights=(3, 2, 1, rng.choice((1, 6))))[0])
+            for _ in range(rng.randint(0, 12))
+        ]
+        window_counters = counters(*checks)
+        expected = sorted(
+            (i.exchange, i.code, i.count, i.total) for i in audit_model.detect_incidents("r", window_counters, MIDNIGHT)
+        )
+        opened = judge_window(window_counters, [], at(10, 0), WINDOW).opened
+        assert sorted((i.exchange, i.code, i.count, i.total) for i in opened) == expected
 
 
-def test_the_window_takes_aware_times_only():
+def test_the_window_takes_aware_times_and_a_positive_length_only():
     with pytest.raises(ValueError, match="positive"):
-        FailureWindow(timedelta(0), FakeClock().datetime)
-    win, _ = window()
+        judge_window({}, [], at(10, 0), timedelta(0))
     with pytest.raises(ValueError, match="aware"):
-        win.record(datetime(2026, 11, 21, 10, 0), "binance", "timeout")
+        judge_window({}, [], datetime(2026, 11, 21, 10, 0), WINDOW)
