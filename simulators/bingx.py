@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -358,11 +358,20 @@ def _demo_token(seed: str, label: str, prefix: str = "") -> str:
     return (prefix + digest)[:64]
 
 
-def seed_demo(sim: BingXSimulator, egress_ip: str, *, secret_prefix: str = "") -> list[DemoKey]:
+def seed_demo(
+    sim: BingXSimulator,
+    egress_ip: str,
+    *,
+    secret_prefix: str = "",
+    other_egress_ips: Sequence[str] = (),
+    planned_ips: Sequence[str] = (),
+) -> list[DemoKey]:
     """One key per per-key outcome keyhealth can report on BingX, checked from `egress_ip`.
 
     Keys and secrets are deterministic (derived from fixed labels) so the README can show them;
-    `secret_prefix` lets a test plant a recognisable canary at the start of every secret.
+    `secret_prefix` lets a test plant a recognisable canary at the start of every secret. With the
+    stack's `other_egress_ips` (and announced `planned_ips`) the bound keys list them all, and a key
+    listing only `egress_ip` (or lacking the planned ones) shows the whitelist findings.
     """
     demos: list[DemoKey] = []
 
@@ -392,7 +401,26 @@ def seed_demo(sim: BingXSimulator, egress_ip: str, *, secret_prefix: str = "") -
             )
         )
 
-    bound = {"ip_addresses": (egress_ip,)}
+    ours = (egress_ip, *other_egress_ips)
+    bound = {"ip_addresses": (*ours, *planned_ips)}
+    if other_egress_ips:
+        add(
+            "whitelists one egress IP of several",
+            ("spot",),
+            "failing",
+            ("ip_whitelist_incomplete",),
+            permissions=(READ, SPOT),
+            ip_addresses=(egress_ip, *planned_ips),
+        )
+    if planned_ips:
+        add(
+            "lacks the planned egress IP",
+            ("spot",),
+            "degraded",
+            ("planned_ip_missing",),
+            permissions=(READ, SPOT),
+            ip_addresses=ours,
+        )
     add("healthy spot and futures", ("spot", "futures"), "healthy", (), permissions=(READ, SPOT, FUTURES), **bound)
     add(
         "withdraw enabled",

@@ -40,7 +40,7 @@ import hmac
 import itertools
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,9 +335,17 @@ def _demo_secret(label: str) -> str:
 DEMO_PASSPHRASE = "DemoPass2024"
 
 
-def seed_demo(sim: BitgetSimulator, egress_ip: str) -> list[DemoKey]:
+def seed_demo(
+    sim: BitgetSimulator,
+    egress_ip: str,
+    *,
+    other_egress_ips: Sequence[str] = (),
+    planned_ips: Sequence[str] = (),
+) -> list[DemoKey]:
     """One account per demo key (so the 1/s per-UID limit never trips the demo), covering
-    every per-key outcome that applies to Bitget when checked from `egress_ip`."""
+    every per-key outcome that applies to Bitget when checked from `egress_ip`. With the stack's
+    `other_egress_ips` (and announced `planned_ips`) the restricted keys list them all, and a key
+    listing only `egress_ip` (or lacking the planned ones) shows the whitelist findings."""
     demos: list[DemoKey] = []
     other_ip = "203.0.113.77"
 
@@ -364,7 +372,7 @@ def seed_demo(sim: BitgetSimulator, egress_ip: str) -> list[DemoKey]:
                 secret=secret,
                 passphrase=DEMO_PASSPHRASE,
                 authorities=authorities,
-                ips=(egress_ip,) if ips is None else ips,
+                ips=(egress_ip, *other_egress_ips, *planned_ips) if ips is None else ips,
             )
         demos.append(
             DemoKey(
@@ -380,6 +388,10 @@ def seed_demo(sim: BitgetSimulator, egress_ip: str) -> list[DemoKey]:
         )
 
     seed("healthy", "healthy", ())
+    if other_egress_ips:
+        seed("one-egress-ip-of-several", "failing", ("ip_whitelist_incomplete",), ips=(egress_ip, *planned_ips))
+    if planned_ips:
+        seed("lacks-planned-ip", "degraded", ("planned_ip_missing",), ips=(egress_ip, *other_egress_ips))
     seed("uta-healthy", "healthy", (), unified=True)
     seed("legacy-trade", "healthy", (), authorities=("trade", "readonly"))
     seed("withdraw-enabled", "degraded", ("withdraw_enabled",), authorities=(*FULL_TRADE, "wwow"))

@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 
 import httpx
 import pytest
 
 from keyhealth.adapters.http_transport import new_http_client
+from keyhealth.domain.model import PlannedEgressIp
 from simulators.base import ExchangeSimulator, SimRequest, SimResponse, SimulatorServer
 
 # The simulators see this loopback alias as our peer, as the exchanges see the NAT's Elastic IP.
 EGRESS_IP = "127.0.0.2"
 # A second egress address, for deployments with one NAT gateway per availability zone.
 SECOND_EGRESS_IP = "127.0.0.3"
+# An egress address the platform announced (PlannedEgressIps), and the day it takes effect: keys must list it.
+PLANNED_EGRESS_IP = "198.51.100.20"
+PLANNED_EGRESS = PlannedEgressIp(PLANNED_EGRESS_IP, date(2027, 1, 15))
 
 
 @pytest.fixture(scope="session")

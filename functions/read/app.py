@@ -73,7 +73,9 @@ def get_bindings(
 )
 def egress_ips():
     tenant_of(app)
-    return json_response(200, EgressIps, {"egress_ips": list(container().settings.egress_ips)})
+    config = container().settings
+    body = {"egress_ips": list(config.egress_ips), "planned": [p.to_dict() for p in config.planned_egress_ips]}
+    return json_response(200, EgressIps, body)
 
 
 lambda_handler = lambda_handler_for(app)

@@ -4,13 +4,13 @@ publisher code (`keyhealth.notify.model`) from domain objects."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from keyhealth.bindings.model import Binding
 from keyhealth.domain.credentials import KeyType
 from keyhealth.domain.findings import make_finding
-from keyhealth.domain.model import FindingCode, Report, Scope, Status
+from keyhealth.domain.model import FindingCode, PlannedEgressIp, Report, Scope, Status
 from keyhealth.exchanges.registry import Exchange, spec
 from keyhealth.notify import model as alerts
 from keyhealth.notify.model import Alert, status_changed
@@ -133,6 +133,18 @@ def unreachable_alert(exchange: Exchange = Exchange.BINGX, streak: int = 3) -> A
     unchecked = binding(Status.HEALTHY, exchange=exchange, unknown_streak=streak)
     checked = report(FindingCode.EGRESS_BLOCKED, exchange=exchange)
     return alerts.unreachable(unchecked, checked, exchange_name=spec(exchange).display_name)
+
+
+PLANNED = PlannedEgressIp("203.0.113.20", date(2027, 1, 15))
+
+
+def planned_ip_missing_alert(exchange: Exchange = Exchange.BITGET) -> Alert:
+    """The alert the audit publishes when a key first lacks an announced egress IP, from domain objects."""
+    finding = make_finding(FindingCode.PLANNED_IP_MISSING, spec(exchange).ui, egress_ips=EGRESS, planned=[PLANNED])
+    checked = Report(checked_at=CHECKED_AT, egress_ip=EGRESS[0], findings=(finding,))
+    return alerts.planned_ip_missing(
+        binding(Status.DEGRADED, exchange=exchange), checked, exchange_name=spec(exchange).display_name
+    )
 
 
 def expiring_alert(days_left: int = 5, exchange: Exchange = Exchange.BINANCE) -> Alert:

@@ -854,3 +854,28 @@ def test_outputs():
     }
     assert cfn()["Outputs"]["CredentialsTableName"]["Value"] == {"Ref": "CredentialsTable"}
     assert cfn()["Outputs"]["CredentialsKeyArn"]["Value"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("203.0.113.20@2027-01-15", True),
+        ("203.0.113.20@2027-01-15,2001:db8::20@2027-02-01", True),
+        ("203.0.113.20", False),
+        ("203.0.113.20@15/01/2027", False),
+        ("203.0.113.20@2027-01-15 ,x", False),
+    ],
+)
+def test_planned_egress_ips_are_refused_at_deploy_when_config_would_refuse_them(value, accepted):
+    import re
+
+    from keyhealth.config import ConfigError, Settings
+
+    pattern = cfn()["Parameters"]["PlannedEgressIps"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
+    if accepted:  # what CloudFormation lets through, the functions start with
+        assert len(Settings.from_env({"PLANNED_EGRESS_IPS": value}).planned_egress_ips) == value.count("@")
+    else:
+        with pytest.raises(ConfigError):
+            Settings.from_env({"PLANNED_EGRESS_IPS": value})

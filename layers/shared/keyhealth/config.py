@@ -9,8 +9,10 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 
+from keyhealth.domain.model import PlannedEgressIp
 from keyhealth.exchanges.registry import NAMES, SPECS
 
 #: Every base URL an exchange module declares (BINANCE_BASE_URL, ...), with its default.
@@ -35,6 +37,8 @@ class Settings:
     alert_topic_arn: str = ""
     audit_queue_url: str = ""
     egress_ips: tuple[str, ...] = ()
+    #: PLANNED_EGRESS_IPS (`IP@YYYY-MM-DD`, comma-separated): announced egress IPs keys must whitelist by then
+    planned_egress_ips: tuple[PlannedEgressIp, ...] = ()
     #: BaseUrl.variable -> URL, for every base URL the exchange specs declare
     exchange_urls: tuple[tuple[str, str], ...] = tuple(DEFAULT_BASE_URLS.items())
     audit_budget_share: float = 0.5
@@ -101,6 +105,7 @@ class Settings:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise ConfigError(f"EGRESS_IPS must be comma-separated IP addresses, got {ip!r}") from None
+        planned = tuple(_planned_ip(item.strip()) for item in text("PLANNED_EGRESS_IPS").split(",") if item.strip())
         slack_secret = text("SLACK_WEBHOOK_SECRET_ARN")
         if slack_secret and not (slack_secret.startswith("arn:") and ":secretsmanager:" in slack_secret):
             raise ConfigError(f"SLACK_WEBHOOK_SECRET_ARN must be a Secrets Manager secret ARN, got {slack_secret!r}")
@@ -132,6 +137,7 @@ class Settings:
             alert_topic_arn=text("ALERT_TOPIC_ARN"),
             audit_queue_url=text("AUDIT_QUEUE_URL"),
             egress_ips=egress,
+            planned_egress_ips=planned,
             audit_budget_share=number("AUDIT_BUDGET_SHARE", 0.5, 0.01, 1.0),
             idempotency_table_name=text("IDEMPOTENCY_TABLE_NAME"),
             secrets_kms_key_id=text("SECRETS_KMS_KEY_ID") or None,
@@ -162,6 +168,18 @@ class Settings:
             slack_retry_after_cap=number("SLACK_RETRY_AFTER_CAP", 15.0, 0.0, 300.0),
             exchange_urls=tuple(urls),
         )
+
+
+def _planned_ip(item: str) -> PlannedEgressIp:
+    ip, at, day = item.partition("@")
+    try:
+        ipaddress.ip_address(ip.strip())
+        effective_at = date.fromisoformat(day.strip()) if at else None
+    except ValueError:
+        effective_at = None
+    if effective_at is None:
+        raise ConfigError(f"PLANNED_EGRESS_IPS must be comma-separated IP@YYYY-MM-DD, got {item!r}")
+    return PlannedEgressIp(ip.strip(), effective_at)
 
 
 @cache

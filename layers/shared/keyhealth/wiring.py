@@ -125,6 +125,7 @@ class Container:
                 transport=transport,
                 urls=dict(self.settings.exchange_urls),
                 egress_ips=self.settings.egress_ips,
+                planned_ips=self.settings.planned_egress_ips,
                 clock=self.environment.clock,
             )
 

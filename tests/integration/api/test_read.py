@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
+from datetime import date
 
 import pytest
 
 from functions.bind import app as bind_function
 from functions.read import app as read_function
+from keyhealth import wiring
 from keyhealth.domain.ids import new_binding_id
+from keyhealth.domain.model import PlannedEgressIp
+from tests.conftest import EGRESS_IP, PLANNED_EGRESS, PLANNED_EGRESS_IP, SECOND_EGRESS_IP
 from tests.support.api import bind_body, bind_event, get_event, list_event
 from tests.support.events import PLATFORM_A, PLATFORM_A_OTHER_SESSION, PLATFORM_B, api_event
 
@@ -264,4 +269,42 @@ def test_bad_query_parameters_are_400_invalid_request(stack):
 def test_egress_ips_are_the_configured_addresses(stack):
     response = stack.invoke(read_function, api_event("GET", "/egress-ips"))
     assert response.status == 200, response
-    assert response.json == {"egress_ips": ["127.0.0.2"]}
+    assert response.json == {"egress_ips": ["127.0.0.2"], "planned": []}
+
+
+def with_settings(stack, **changes) -> None:
+    """Run the handlers on the stack's container rebuilt with these settings (as a deploy with other parameters)."""
+    current = wiring.container()
+    wiring.use(wiring.Container(replace(current.environment, settings=replace(current.settings, **changes))))
+
+
+def test_egress_ips_list_every_address_and_the_planned_ones_with_their_day(stack):
+    with_settings(
+        stack,
+        egress_ips=(EGRESS_IP, SECOND_EGRESS_IP),
+        planned_egress_ips=(PLANNED_EGRESS, PlannedEgressIp("2001:db8::20", date(2027, 2, 1))),
+    )
+    response = stack.invoke(read_function, api_event("GET", "/egress-ips"))
+    assert response.status == 200, response
+    assert response.json == {
+        "egress_ips": [EGRESS_IP, SECOND_EGRESS_IP],
+        "planned": [
+            {"ip": PLANNED_EGRESS_IP, "effective_at": "2027-01-15"},
+            {"ip": "2001:db8::20", "effective_at": "2027-02-01"},
+        ],
+    }
+
+
+def test_a_bound_key_lacking_a_planned_ip_is_stored_degraded_with_the_ip_and_the_day(stack):
+    with_settings(stack, planned_egress_ips=(PLANNED_EGRESS,))
+    key = stack.exchanges.key("bitget", "healthy")  # whitelists the egress IP only
+    response = stack.invoke(bind_function, bind_event(bind_body(key)))
+    assert response.status == 201, response
+    report = response.json["report"]
+    assert (report["status"], [f["code"] for f in report["findings"]]) == ("degraded", ["planned_ip_missing"])
+    [finding] = report["findings"]
+    assert finding["severity"] == "warning"
+    assert finding["audience"] == "user"
+    assert finding["remedy"].startswith(
+        f"Before 2027-01-15, add {PLANNED_EGRESS_IP} to the key's IP whitelist on Bitget"
+    )

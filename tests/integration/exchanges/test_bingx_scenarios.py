@@ -17,7 +17,7 @@ from keyhealth.domain.model import Scope
 from keyhealth.exchanges.bingx import RATE_LIMIT_RECOVERY_SECONDS, BingXAdapter
 from simulators.base import DemoKey, Fault, SimRequest, SimResponse
 from simulators.bingx import FUTURES, READ, SERVER_TIME, SPOT, BingXSimulator, seed_demo
-from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
+from tests.conftest import EGRESS_IP, PLANNED_EGRESS, PLANNED_EGRESS_IP, SECOND_EGRESS_IP
 from tests.support.clock import FakeClock
 
 CANARY = "CANARYbingxSECRET"
@@ -30,9 +30,16 @@ def clock() -> FakeClock:
 
 
 def adapter_for(
-    url: str, client: httpx.Client, clock: FakeClock, egress: tuple[str, ...] = (EGRESS_IP,)
+    url: str, client: httpx.Client, clock: FakeClock, egress: tuple[str, ...] = (EGRESS_IP,), planned=()
 ) -> BingXAdapter:
-    return BingXAdapter(transport=HttpxTransport(client), base_url=url, egress_ips=egress, clock=clock)
+    return BingXAdapter(
+        transport=HttpxTransport(client), base_url=url, egress_ips=egress, clock=clock, planned_ips=planned
+    )
+
+
+def seeded(sim: BingXSimulator) -> list[DemoKey]:
+    """The demo keys of a stack with two egress IPs and one announced (the requests leave from the first)."""
+    return seed_demo(sim, EGRESS_IP, other_egress_ips=(SECOND_EGRESS_IP,), planned_ips=(PLANNED_EGRESS_IP,))
 
 
 def check_demo(adapter: BingXAdapter, demo: DemoKey, *, identify_account: bool = False) -> CheckResult:
@@ -44,7 +51,7 @@ def credentials_for(api_key: str, secret: str) -> Credentials:
     return Credentials(api_key, Secret(secret))
 
 
-DEMO_LABELS = [demo.label for demo in seed_demo(BingXSimulator(), EGRESS_IP)]
+DEMO_LABELS = [demo.label for demo in seeded(BingXSimulator())]
 
 
 # ----------------------------------------------------------------------------- per-key matrix
@@ -52,25 +59,28 @@ DEMO_LABELS = [demo.label for demo in seed_demo(BingXSimulator(), EGRESS_IP)]
 @pytest.mark.parametrize("label", DEMO_LABELS)
 def test_demo_key_reports_what_seed_demo_expects(serve, egress_client, clock, label: str, envelope: bool) -> None:
     sim = BingXSimulator(clock=clock, envelope=envelope)
-    demo = next(d for d in seed_demo(sim, EGRESS_IP) if d.label == label)
-    result = check_demo(adapter_for(serve(sim), egress_client, clock), demo)
+    demo = next(d for d in seeded(sim) if d.label == label)
+    adapter = adapter_for(serve(sim), egress_client, clock, (EGRESS_IP, SECOND_EGRESS_IP), (PLANNED_EGRESS,))
+    result = check_demo(adapter, demo)
     assert result.report.status.value == demo.expected_status
     assert tuple(result.report.codes) == demo.expected_codes
 
 
 def test_demo_covers_every_finding_code_that_applies_to_bingx() -> None:
-    seen = {code for demo in seed_demo(BingXSimulator(), EGRESS_IP) for code in demo.expected_codes}
+    seen = {code for demo in seeded(BingXSimulator()) for code in demo.expected_codes}
     assert seen == {
         "invalid_api_key",
         "invalid_secret",
         "ip_not_whitelisted",
+        "ip_whitelist_incomplete",
+        "planned_ip_missing",
         "scope_not_permitted",
         "account_restricted",
         "withdraw_enabled",
         "no_ip_restriction",
         "inactivity_deletion_risk",
     }
-    statuses = {demo.expected_status for demo in seed_demo(BingXSimulator(), EGRESS_IP)}
+    statuses = {demo.expected_status for demo in seeded(BingXSimulator())}
     assert statuses == {"healthy", "degraded", "failing"}
 
 
@@ -100,8 +110,26 @@ def test_second_egress_ip_missing_from_the_binding(serve, egress_client, clock) 
     adapter = adapter_for(serve(sim), egress_client, clock, egress=(EGRESS_IP, SECOND_EGRESS_IP))
     report = adapter.check(credentials_for(key.api_key, key.secret), [Scope.SPOT]).report
     assert report.status.value == "failing"
-    assert report.codes == ["ip_not_whitelisted"]
+    assert report.codes == ["ip_whitelist_incomplete"]
     assert SECOND_EGRESS_IP in report.findings[0].message
+    assert f"Add {SECOND_EGRESS_IP} to the key's IP whitelist on BingX (Account, API Management, Edit, IP address" in (
+        report.findings[0].remedy
+    )
+
+
+def test_a_planned_egress_ip_missing_names_the_ip_and_its_day(serve, egress_client, clock) -> None:
+    sim = BingXSimulator(clock=clock)
+    key = sim.add_key(secret="s" * 64, permissions=(READ, SPOT), ip_addresses=(EGRESS_IP,))
+    adapter = adapter_for(serve(sim), egress_client, clock, planned=(PLANNED_EGRESS,))
+    report = adapter.check(credentials_for(key.api_key, key.secret), [Scope.SPOT]).report
+    assert (report.status.value, report.codes) == ("degraded", ["planned_ip_missing"])
+    finding = report.findings[0]
+    assert f"{PLANNED_EGRESS_IP} (from 2027-01-15)" in finding.message
+    assert finding.remedy.startswith(f"Before 2027-01-15, add {PLANNED_EGRESS_IP} to the key's IP whitelist on BingX")
+    # an unrestricted key needs nothing added for the switch (its own finding is the lack of any restriction)
+    open_key = sim.add_key(secret="t" * 64, permissions=(READ, SPOT))
+    open_report = adapter.check(credentials_for(open_key.api_key, open_key.secret), [Scope.SPOT]).report
+    assert "planned_ip_missing" not in open_report.codes
 
 
 def test_not_whitelisted_message_names_the_ip_bingx_saw(serve, egress_client, clock) -> None:

@@ -22,7 +22,7 @@ from keyhealth.exchanges.base import CheckAborted, ReportDraft
 from keyhealth.exchanges.bitget import BitgetAdapter
 from simulators.base import DemoKey, Fault
 from simulators.bitget import BitgetSimulator, seed_demo
-from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
+from tests.conftest import EGRESS_IP, PLANNED_EGRESS, PLANNED_EGRESS_IP, SECOND_EGRESS_IP
 from tests.support.clock import FakeClock
 
 BOTH = frozenset({Scope.SPOT, Scope.FUTURES})
@@ -30,8 +30,15 @@ PASSPHRASE = "ScenarioPass1"
 SECRET = "scenario-secret-0001"
 
 
-def adapter(url: str, client, *, egress_ips=(EGRESS_IP,), clock=time.time) -> BitgetAdapter:
-    return BitgetAdapter(transport=HttpxTransport(client), base_url=url, egress_ips=egress_ips, clock=clock)
+def adapter(url: str, client, *, egress_ips=(EGRESS_IP,), clock=time.time, planned=()) -> BitgetAdapter:
+    return BitgetAdapter(
+        transport=HttpxTransport(client), base_url=url, egress_ips=egress_ips, clock=clock, planned_ips=planned
+    )
+
+
+def seeded(sim: BitgetSimulator) -> list[DemoKey]:
+    """The demo keys of a stack with two egress IPs and one announced (the requests leave from the first)."""
+    return seed_demo(sim, EGRESS_IP, other_egress_ips=(SECOND_EGRESS_IP,), planned_ips=(PLANNED_EGRESS_IP,))
 
 
 def creds(api_key: str, secret: str = SECRET, passphrase: str = PASSPHRASE, key_type=KeyType.HMAC) -> Credentials:
@@ -50,16 +57,17 @@ def assert_report(result: CheckResult, status: str, codes: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ per-key: the demo keys
-DEMO_LABELS = [key.label for key in seed_demo(BitgetSimulator(), EGRESS_IP)]
+DEMO_LABELS = [key.label for key in seeded(BitgetSimulator())]
 
 
 @pytest.mark.parametrize("label", DEMO_LABELS)
 def test_demo_key_reports_what_it_expects(label, serve, egress_client):
     sim = BitgetSimulator()
-    demo: DemoKey = next(k for k in seed_demo(sim, EGRESS_IP) if k.label == label)
+    demo: DemoKey = next(k for k in seeded(sim) if k.label == label)
     url = serve(sim)
 
-    result = adapter(url, egress_client).check(
+    checker = adapter(url, egress_client, egress_ips=(EGRESS_IP, SECOND_EGRESS_IP), planned=(PLANNED_EGRESS,))
+    result = checker.check(
         creds(demo.api_key, demo.api_secret, demo.passphrase or ""),
         {Scope(s) for s in demo.scopes},
         identify_account=True,
@@ -73,14 +81,16 @@ def test_demo_key_reports_what_it_expects(label, serve, egress_client):
 
 
 def test_demo_covers_every_per_key_code_that_applies_to_bitget():
-    codes = {code for key in seed_demo(BitgetSimulator(), EGRESS_IP) for code in key.expected_codes}
-    statuses = {key.expected_status for key in seed_demo(BitgetSimulator(), EGRESS_IP)}
+    codes = {code for key in seeded(BitgetSimulator()) for code in key.expected_codes}
+    statuses = {key.expected_status for key in seeded(BitgetSimulator())}
 
     assert codes == {
         "invalid_api_key",
         "invalid_secret",
         "invalid_passphrase",
         "ip_not_whitelisted",
+        "ip_whitelist_incomplete",
+        "planned_ip_missing",
         "scope_not_permitted",
         "account_restricted",
         "withdraw_enabled",
@@ -147,8 +157,11 @@ def test_every_egress_ip_must_be_whitelisted(serve, egress_client):
 
     result = adapter(url, egress_client, egress_ips=(EGRESS_IP, SECOND_EGRESS_IP)).check(creds(key.api_key), BOTH)
 
-    assert_report(result, "failing", ["ip_not_whitelisted"])
+    # This call came from EGRESS_IP, which is listed; the platform's calls from the second one would be refused.
+    assert_report(result, "failing", ["ip_whitelist_incomplete"])
     assert SECOND_EGRESS_IP in result.report.findings[0].message
+    assert EGRESS_IP not in result.report.findings[0].message
+    assert "on Bitget (API Management, Edit, IP whitelist)" in result.report.findings[0].remedy
     assert result.report.ip_whitelist == (EGRESS_IP,)
 
 

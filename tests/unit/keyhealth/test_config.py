@@ -41,6 +41,11 @@ def test_environment_overrides_are_parsed():
         ({"AUDIT_BUDGET_SHARE": "1.5"}, "AUDIT_BUDGET_SHARE"),
         ({"BITGET_BASE_URL": "api.bitget.com"}, "BITGET_BASE_URL"),
         ({"CREDENTIAL_STORE": "vault"}, "CREDENTIAL_STORE"),
+        ({"PLANNED_EGRESS_IPS": "203.0.113.20"}, "PLANNED_EGRESS_IPS"),
+        ({"PLANNED_EGRESS_IPS": "nat@2027-01-15"}, "PLANNED_EGRESS_IPS"),
+        ({"PLANNED_EGRESS_IPS": "203.0.113.20@15/01/2027"}, "PLANNED_EGRESS_IPS"),
+        ({"AUDIT_MODE": "hourly"}, "AUDIT_MODE"),
+        ({"AUDIT_TICK_MINUTES": "7"}, "AUDIT_TICK_MINUTES"),
         ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_KMS_KEY_ID": "k", "STACK_NAME": "s"}, "CREDENTIALS_TABLE_NAME"),
         ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_TABLE_NAME": "t", "STACK_NAME": "s"}, "CREDENTIALS_KMS_KEY_ID"),
         ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_TABLE_NAME": "t", "CREDENTIALS_KMS_KEY_ID": "k"}, "STACK_NAME"),
@@ -49,6 +54,26 @@ def test_environment_overrides_are_parsed():
 def test_wrong_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env)
+
+
+def test_planned_egress_ips_and_the_rolling_audit_are_parsed():
+    settings = Settings.from_env(
+        {
+            "PLANNED_EGRESS_IPS": " 203.0.113.20@2027-01-15 , 2001:db8::20@2027-02-01",
+            "AUDIT_MODE": "Rolling",
+            "AUDIT_TICK_MINUTES": "10",
+            "AUDIT_SUMMARY_HOUR": "7",
+            "AUDIT_INCIDENT_WINDOW_MINUTES": "45",
+        }
+    )
+    assert [(p.ip, p.effective_at.isoformat()) for p in settings.planned_egress_ips] == [
+        ("203.0.113.20", "2027-01-15"),
+        ("2001:db8::20", "2027-02-01"),
+    ]
+    assert (settings.audit_mode, settings.audit_tick_minutes, settings.audit_summary_hour) == ("rolling", 10, 7)
+    assert settings.audit_incident_window_minutes == 45
+    defaults = Settings.from_env({})
+    assert (defaults.planned_egress_ips, defaults.audit_mode, defaults.audit_tick_minutes) == ((), "nightly", 5)
 
 
 def test_the_credential_store_is_secrets_manager_unless_kms_is_chosen():

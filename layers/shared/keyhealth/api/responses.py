@@ -84,8 +84,15 @@ class BindingList(_Out):
     next_cursor: str | None = None
 
 
+class PlannedIpOut(_Out):
+    ip: str
+    effective_at: str  # YYYY-MM-DD (UTC): keys must whitelist `ip` before this day
+
+
 class EgressIps(_Out):
     egress_ips: list[str]
+    #: announced egress IPs (PlannedEgressIps): add them before their day, keeping the current ones
+    planned: list[PlannedIpOut] = []
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -12,7 +12,7 @@ from typing import Any
 
 from keyhealth.bindings.model import Binding
 from keyhealth.domain.exchange import ExchangeName
-from keyhealth.domain.model import Report, Severity, Status, format_time
+from keyhealth.domain.model import FindingCode, Report, Severity, Status, format_time
 from keyhealth.notify import model as alerts
 from keyhealth.notify.model import Alert
 
@@ -154,6 +154,20 @@ def assess(before: Binding, report: Report, now: datetime, *, exchange_name: str
                 alerts.unreachable(after, report, exchange_name=exchange_name),
             )
         )
+    planned = FindingCode.PLANNED_IP_MISSING.value
+    if planned in report.codes:
+        result.counters[f"planned_ip_missing.{exchange}"] += 1  # the summary's keys not ready for the switch
+        found_before = before.last_report is not None and planned in before.last_report.codes
+        if not found_before:
+            result.held.append(
+                HeldAlert(
+                    after.binding_id,
+                    after.exchange,
+                    planned,
+                    "planned_ip_missing",
+                    alerts.planned_ip_missing(after, report, exchange_name=exchange_name),
+                )
+            )
     reminder, extra = _expiry_reminder(after, report, now, exchange_name)
     if extra is not None:
         result.binding = replace(after, extra={**after.extra, "expiry_reminders": extra})
@@ -343,4 +357,10 @@ def summarise(
         "newly_failing_count": len(newly_failing),
         "newly_failing": newly_failing[:NEWLY_FAILING_LISTED],
         "incidents": [i.to_dict() for i in incidents],
+        # per exchange, the restricted keys lacking an announced egress IP (PlannedEgressIps): not ready for it
+        "planned_ip_missing": {
+            key.split(".", 1)[1]: value
+            for key, value in sorted(counters.items())
+            if key.startswith("planned_ip_missing.")
+        },
     }

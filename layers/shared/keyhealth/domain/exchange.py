@@ -14,7 +14,7 @@ from typing import Protocol
 
 from keyhealth.domain.credentials import Credentials, KeyType
 from keyhealth.domain.http import HttpTransport
-from keyhealth.domain.model import Report, Scope
+from keyhealth.domain.model import PlannedEgressIp, Report, Scope
 from keyhealth.domain.ratelimits import RatePlan
 
 #: An exchange's id ("binance"): which ids exist is the registry's (keyhealth.exchanges.registry).
@@ -90,6 +90,7 @@ class CheckerContext:
     urls: Mapping[str, str]  # BaseUrl.variable -> the configured URL
     egress_ips: Sequence[str]
     clock: Callable[[], float]
+    planned_ips: Sequence[PlannedEgressIp] = ()  # announced egress IPs keys must whitelist by their date
 
 
 @dataclass(frozen=True)

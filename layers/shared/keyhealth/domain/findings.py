@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from keyhealth.domain.exchange import ExchangeUi
-from keyhealth.domain.model import Finding, FindingCode, Report, format_time
+from keyhealth.domain.model import Finding, FindingCode, PlannedEgressIp, Report, format_time
 
 
 def _join(items: Sequence[str]) -> str:
@@ -33,6 +33,7 @@ def make_finding(
     *,
     egress_ips: Sequence[str] = (),
     missing_ips: Sequence[str] = (),
+    planned: Sequence[PlannedEgressIp] = (),
     scopes: Sequence[str] = (),
     candidates: Sequence[FindingCode] = (),
     expires_at: datetime | None = None,
@@ -70,6 +71,27 @@ def make_finding(
     elif code is c.IP_NOT_WHITELISTED:
         message = f"This key is restricted to certain IPs and {ips} is not among them."
         remedy = f"Add {ips} to the key's IP whitelist on {ui.name}: {ui.api_page}, {ui.whitelist}."
+    elif code is c.IP_WHITELIST_INCOMPLETE:
+        message = (
+            f"This key is restricted to certain IPs and {ips} is not among them: the platform also sends "
+            f"requests from there, and {ui.name} rejects every one of them."
+        )
+        remedy = (
+            f"Add {ips} to the key's IP whitelist on {ui.name} ({ui.api_page}, {ui.whitelist}), "
+            "keeping the IPs already there."
+        )
+    elif code is c.PLANNED_IP_MISSING:
+        dated = [f"{p.ip} (from {p.effective_at.isoformat()})" for p in planned]
+        first = min((p.effective_at for p in planned), default=None)
+        by = f"before {first.isoformat()}" if first else "before the switch"
+        message = (
+            f"The platform will also send requests from {_join(dated) or 'a new IP'}; this key's IP whitelist "
+            "lacks it, so the key will stop working for those requests then."
+        )
+        remedy = (
+            f"{by.capitalize()}, add {_join([p.ip for p in planned]) or 'the new IP'} to the key's IP whitelist "
+            f"on {ui.name} ({ui.api_page}, {ui.whitelist}), keeping the IPs already there."
+        )
     elif code is c.KEY_REJECTED:
         reasons = {
             c.INVALID_API_KEY: "the key does not exist (deleted or mistyped)",

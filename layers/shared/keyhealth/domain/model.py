@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +45,7 @@ class FindingCode(StrEnum):
     INVALID_SECRET = "invalid_secret"
     INVALID_PASSPHRASE = "invalid_passphrase"
     IP_NOT_WHITELISTED = "ip_not_whitelisted"
+    IP_WHITELIST_INCOMPLETE = "ip_whitelist_incomplete"
     KEY_REJECTED = "key_rejected"
     SCOPE_NOT_PERMITTED = "scope_not_permitted"
     TRADING_PERMISSION_EXPIRED = "trading_permission_expired"
@@ -53,6 +54,7 @@ class FindingCode(StrEnum):
     NO_IP_RESTRICTION = "no_ip_restriction"
     TRADING_PERMISSION_EXPIRING = "trading_permission_expiring"
     INACTIVITY_DELETION_RISK = "inactivity_deletion_risk"
+    PLANNED_IP_MISSING = "planned_ip_missing"
     WHITESPACE_TRIMMED = "whitespace_trimmed"
     RATE_LIMITED = "rate_limited"
     EXCHANGE_UNAVAILABLE = "exchange_unavailable"
@@ -76,6 +78,9 @@ _SEVERITY: dict[FindingCode, Severity] = {
     _C.INVALID_SECRET: Severity.ERROR,
     _C.INVALID_PASSPHRASE: Severity.ERROR,
     _C.IP_NOT_WHITELISTED: Severity.ERROR,
+    # The check passed from one egress IP, but the platform's trading traffic leaves from any of them: the key
+    # fails for every request from a missing one.
+    _C.IP_WHITELIST_INCOMPLETE: Severity.ERROR,
     _C.KEY_REJECTED: Severity.ERROR,
     _C.SCOPE_NOT_PERMITTED: Severity.ERROR,
     _C.TRADING_PERMISSION_EXPIRED: Severity.ERROR,
@@ -84,6 +89,7 @@ _SEVERITY: dict[FindingCode, Severity] = {
     _C.NO_IP_RESTRICTION: Severity.WARNING,
     _C.TRADING_PERMISSION_EXPIRING: Severity.WARNING,
     _C.INACTIVITY_DELETION_RISK: Severity.WARNING,
+    _C.PLANNED_IP_MISSING: Severity.WARNING,  # works today; breaks when the platform switches to the new IP
     _C.WHITESPACE_TRIMMED: Severity.INFO,
     _C.RATE_LIMITED: Severity.TRANSIENT,
     _C.EXCHANGE_UNAVAILABLE: Severity.TRANSIENT,
@@ -98,6 +104,18 @@ _SEVERITY: dict[FindingCode, Severity] = {
 }
 # Transient problems are ours (the platform's) to fix or wait out, never the key owner's.
 _OPERATOR_CODES = frozenset(code for code, sev in _SEVERITY.items() if sev is Severity.TRANSIENT)
+
+
+@dataclass(frozen=True)
+class PlannedEgressIp:
+    """An egress IP the platform announced it will send requests from, from `effective_at` (a UTC day):
+    keys must whitelist it before then (template parameter PlannedEgressIps, `IP@YYYY-MM-DD`)."""
+
+    ip: str
+    effective_at: date
+
+    def to_dict(self) -> dict[str, str]:
+        return {"ip": self.ip, "effective_at": self.effective_at.isoformat()}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from keyhealth.domain.http import (
     TransportTimeout,
     retry_after_seconds,
 )
-from keyhealth.domain.model import Finding, FindingCode, Permissions, Report, Scope
+from keyhealth.domain.model import Finding, FindingCode, Permissions, PlannedEgressIp, Report, Scope
 
 
 class ExchangeError(Exception):
@@ -68,6 +68,7 @@ class ReportDraft:
     ui: ExchangeUi
     egress_ips: tuple[str, ...]
     checked_at: datetime
+    planned_ips: tuple[PlannedEgressIp, ...] = ()
     permissions: Permissions = field(default_factory=Permissions)
     ip_restricted: bool | None = None
     ip_whitelist: tuple[str, ...] | None = None
@@ -100,6 +101,13 @@ class ReportDraft:
             return []
         return [ip for ip in self.egress_ips if ip not in self.ip_whitelist]
 
+    @property
+    def missing_planned_ips(self) -> list[PlannedEgressIp]:
+        """Announced egress IPs absent from a known whitelist (an unrestricted key needs none added)."""
+        if not self.ip_restricted or self.ip_whitelist is None:
+            return []
+        return [p for p in self.planned_ips if p.ip not in self.ip_whitelist and p.ip not in self.egress_ips]
+
     def assess_common(self, scopes: Collection[Scope], *, skip_scopes: Collection[Scope] = ()) -> None:
         """The rules that read the same on every exchange, once permissions are known."""
         if self.permissions.read is False:
@@ -109,8 +117,13 @@ class ReportDraft:
         ]
         if missing:
             self.add(FindingCode.SCOPE_NOT_PERMITTED, scopes=missing)
-        if self.missing_egress_ips:
-            self.add(FindingCode.IP_NOT_WHITELISTED, missing_ips=self.missing_egress_ips)
+        missing = self.missing_egress_ips
+        if missing and len(missing) == len(self.egress_ips):  # none of ours: the exchange would refuse each call
+            self.add(FindingCode.IP_NOT_WHITELISTED, missing_ips=missing)
+        elif missing:  # this call came through one that is listed; trading calls from the others will not
+            self.add(FindingCode.IP_WHITELIST_INCOMPLETE, missing_ips=missing)
+        if self.missing_planned_ips:
+            self.add(FindingCode.PLANNED_IP_MISSING, planned=self.missing_planned_ips)
         if self.ip_restricted is False:
             self.add(FindingCode.NO_IP_RESTRICTION)
         if self.permissions.withdraw:
@@ -148,10 +161,12 @@ class ExchangeAdapter(ABC):
         egress_ips: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         recv_window_ms: int = 5000,
+        planned_ips: Sequence[PlannedEgressIp] = (),
     ) -> None:
         self._transport = transport
         self.base_url = base_url.rstrip("/")
         self.egress_ips = tuple(egress_ips)
+        self.planned_ips = tuple(planned_ips)
         self._clock = clock
         self.recv_window_ms = recv_window_ms
         self._offset_ms = 0  # exchange time minus ours, measured after a timestamp error
@@ -180,6 +195,7 @@ class ExchangeAdapter(ABC):
             egress_ips=self.egress_ips,
             checked_at=datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0),
             thorough=thorough,
+            planned_ips=self.planned_ips,
         )
         retry_after: float | None = None
         self._local.sent = []

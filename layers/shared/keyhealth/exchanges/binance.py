@@ -29,7 +29,7 @@ from urllib.parse import quote, urlencode
 from keyhealth.domain.credentials import Credentials, KeyType
 from keyhealth.domain.exchange import BaseUrl, CheckerContext, ExchangeSpec, ExchangeUi, KeyRules
 from keyhealth.domain.http import HttpRequest, HttpResponse, HttpTransport, retry_after_seconds
-from keyhealth.domain.model import FindingCode, Permissions, Scope
+from keyhealth.domain.model import FindingCode, Permissions, PlannedEgressIp, Scope
 from keyhealth.domain.ratelimits import Pool, RatePlan
 from keyhealth.exchanges.base import (
     CheckAborted,
@@ -244,6 +244,7 @@ class BinanceAdapter(ExchangeAdapter):
         clock: Callable[[], float] = time.time,
         recv_window_ms: int = 5000,
         futures_base_url: str | None = None,
+        planned_ips: Sequence[PlannedEgressIp] = (),
     ) -> None:
         super().__init__(
             transport=transport,
@@ -251,6 +252,7 @@ class BinanceAdapter(ExchangeAdapter):
             egress_ips=egress_ips,
             clock=clock,
             recv_window_ms=recv_window_ms,
+            planned_ips=planned_ips,
         )
         self.futures_base_url = (futures_base_url or base_url).rstrip("/")
         #: Weight this egress IP has used per pool in the current minute, as Binance last reported
@@ -439,6 +441,7 @@ def _build(context: CheckerContext) -> BinanceAdapter:
         base_url=context.urls["BINANCE_BASE_URL"],
         futures_base_url=context.urls["BINANCE_FUTURES_BASE_URL"],
         egress_ips=context.egress_ips,
+        planned_ips=context.planned_ips,
         clock=context.clock,
     )
 

@@ -319,6 +319,7 @@ def _build(context: CheckerContext) -> BingXAdapter:
         transport=context.transport,
         base_url=context.urls["BINGX_BASE_URL"],
         egress_ips=context.egress_ips,
+        planned_ips=context.planned_ips,
         clock=context.clock,
     )
 

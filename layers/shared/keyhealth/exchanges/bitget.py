@@ -372,6 +372,7 @@ def _build(context: CheckerContext) -> BitgetAdapter:
         transport=context.transport,
         base_url=context.urls["BITGET_BASE_URL"],
         egress_ips=context.egress_ips,
+        planned_ips=context.planned_ips,
         clock=context.clock,
     )
 

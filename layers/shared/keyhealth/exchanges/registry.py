@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from keyhealth.domain.exchange import CheckerContext, ExchangeChecker, ExchangeName, ExchangeSpec
 from keyhealth.domain.http import HttpTransport
+from keyhealth.domain.model import PlannedEgressIp
 from keyhealth.domain.ratelimits import RatePlan
 
 _NOT_EXCHANGES = frozenset({"base", "registry"})
@@ -65,7 +66,10 @@ def build_checkers(
     urls: Mapping[str, str],
     egress_ips: Sequence[str],
     clock: Callable[[], float],
+    planned_ips: Sequence[PlannedEgressIp] = (),
 ) -> dict[ExchangeName, ExchangeChecker]:
     """One checker per exchange, sharing one transport (one HTTP client per process)."""
-    context = CheckerContext(transport=transport, urls=urls, egress_ips=tuple(egress_ips), clock=clock)
+    context = CheckerContext(
+        transport=transport, urls=urls, egress_ips=tuple(egress_ips), clock=clock, planned_ips=tuple(planned_ips)
+    )
     return {s.name: s.build_checker(context) for s in SPECS}

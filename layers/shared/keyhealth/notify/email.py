@@ -15,6 +15,7 @@ from keyhealth.notify.model import (
     AuditSummary,
     Incident,
     OrphansRemoved,
+    PlannedIpMissing,
     StatusChanged,
     TradingExpiring,
     Undecryptable,
@@ -42,6 +43,11 @@ def subject(message: AlertMessage) -> str:
             text = (
                 f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} unchecked "
                 f"{_shown(message.unknown_streak)} audits in a row"
+            )
+        case PlannedIpMissing():
+            text = (
+                f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} is not ready for a "
+                "planned egress IP"
             )
         case TradingExpiring():
             text = (
@@ -76,6 +82,8 @@ def text(message: AlertMessage) -> str:
             lines = _undecryptable(message)
         case Unreachable():
             lines = _unreachable(message)
+        case PlannedIpMissing():
+            lines = _planned_ip_missing(message)
         case TradingExpiring():
             lines = _trading_expiring(message)
         case Incident():
@@ -138,6 +146,19 @@ def _undecryptable(message: Undecryptable) -> list[str]:
     ]
 
 
+def _planned_ip_missing(message: PlannedIpMissing) -> list[str]:
+    return [
+        f"The {_exchange(message)} key {_shown(message.api_key_masked)} of user {_shown(message.user_id)} does not "
+        "whitelist an egress IP the platform is about to use; it works today and breaks for those requests then.",
+        "",
+        *[f"- {_shown(f.message)}\n  Fix: {_shown(f.remedy)}" for f in message.findings],
+        "",
+        "What to do: tell the key's owner the fix above before the date; the key is checked again daily.",
+        "",
+        _binding_line(message),
+    ]
+
+
 def _trading_expiring(message: TradingExpiring) -> list[str]:
     return [
         f"The {_exchange(message)} key {_shown(message.api_key_masked)} of user {_shown(message.user_id)} loses its "
@@ -186,6 +207,8 @@ def _audit_summary(message: AuditSummary) -> list[str]:
             f"- INCIDENT {_shown(item.exchange)} {_shown(item.code)}: {_shown(item.count)} bindings "
             f"({_shown(item.likely_cause)})"
         )
+    for exchange, count in (message.planned_ip_missing or {}).items():
+        lines.append(f"- {_shown(exchange)}: {_shown(count)} keys lack a planned egress IP (not ready for the switch)")
     return lines
 
 
@@ -227,11 +250,11 @@ def _id_list(title: str, binding_ids: tuple[str, ...], count: int | None) -> lis
     return ["", f"{title}:", *[f"- {binding_id}" for binding_id in binding_ids], *more]
 
 
-def _binding_line(message: Unreachable | Undecryptable | TradingExpiring) -> str:
+def _binding_line(message: Unreachable | Undecryptable | PlannedIpMissing | TradingExpiring) -> str:
     return f"Binding: {_shown(message.binding_id)}  Tenant: {_shown(message.tenant)}"
 
 
-def _exchange(message: StatusChanged | Unreachable | Undecryptable | TradingExpiring) -> str:
+def _exchange(message: StatusChanged | Unreachable | Undecryptable | PlannedIpMissing | TradingExpiring) -> str:
     """The exchange's own spelling of its name; its id when an older message carries none."""
     return message.exchange_name if message.exchange_name is not None else _shown(message.exchange)
 

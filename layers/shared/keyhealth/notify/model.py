@@ -242,6 +242,37 @@ class Undecryptable(_BindingAlert):
 
 
 @dataclass(frozen=True)
+class PlannedIpMissing(_BindingAlert):
+    """A restricted key's whitelist lacks an egress IP the platform announced (PlannedEgressIps): it works
+    today and breaks for the requests from that IP once the platform uses it. Raised once per binding, when a
+    check first finds it; the finding says which IP to add and by when."""
+
+    TYPE: ClassVar[str] = "planned_ip_missing"
+
+    findings: tuple[AlertFinding, ...] = ()
+    checked_at: str | None = None
+    status: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            **self._binding_body(self.TYPE),
+            "findings": [f.to_body() for f in self.findings],
+            "checked_at": self.checked_at,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        _check_type(body, cls.TYPE)
+        return cls(
+            **cls._fields_of(body),
+            findings=_findings(body),
+            checked_at=_str(body, "checked_at"),
+            status=_str(body, "status"),
+        )
+
+
+@dataclass(frozen=True)
 class TradingExpiring(_BindingAlert):
     """Trading rights of a key without IP restriction lapse soon."""
 
@@ -377,6 +408,8 @@ class AuditSummary:
     mode: str | None = None
     ticks: int | None = None
     ticks_unfinished: int | None = None
+    #: per exchange, the keys whose whitelist lacks an announced egress IP (None: an older message)
+    planned_ip_missing: dict[str, int] | None = None
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -396,6 +429,8 @@ class AuditSummary:
             body["exchange_names"] = dict(self.exchange_names)
         if self.mode is not None:
             body.update(mode=self.mode, ticks=self.ticks, ticks_unfinished=self.ticks_unfinished)
+        if self.planned_ip_missing is not None:
+            body["planned_ip_missing"] = dict(self.planned_ip_missing)
         return body
 
     @classmethod
@@ -419,6 +454,9 @@ class AuditSummary:
             mode=_str(body, "mode"),
             ticks=_int(body, "ticks"),
             ticks_unfinished=_int(body, "ticks_unfinished"),
+            planned_ip_missing=_counts(body["planned_ip_missing"], "planned_ip_missing")
+            if isinstance(body.get("planned_ip_missing"), dict)
+            else None,
         )
 
 
@@ -497,12 +535,30 @@ class UnknownAlert:
         return cls(dict(body))
 
 
-KnownAlert = StatusChanged | Unreachable | Undecryptable | TradingExpiring | Incident | AuditSummary | OrphansRemoved
+KnownAlert = (
+    StatusChanged
+    | Unreachable
+    | Undecryptable
+    | PlannedIpMissing
+    | TradingExpiring
+    | Incident
+    | AuditSummary
+    | OrphansRemoved
+)
 AlertMessage = KnownAlert | UnknownAlert
 
 KNOWN_TYPES: dict[str, type[KnownAlert]] = {
     kind.TYPE: kind
-    for kind in (StatusChanged, Unreachable, Undecryptable, TradingExpiring, Incident, AuditSummary, OrphansRemoved)
+    for kind in (
+        StatusChanged,
+        Unreachable,
+        Undecryptable,
+        PlannedIpMissing,
+        TradingExpiring,
+        Incident,
+        AuditSummary,
+        OrphansRemoved,
+    )
 }
 
 
@@ -588,6 +644,17 @@ def credentials_unreadable(binding: Binding, report: Report, *, exchange_name: s
         status=binding.status.value,
     )
     return Alert.of(message, severity="critical", exchange=binding.exchange, status=binding.status.value)
+
+
+def planned_ip_missing(binding: Binding, report: Report, *, exchange_name: str) -> Alert:
+    """The key's whitelist lacks an announced egress IP (the planned_ip_missing finding names it and the day)."""
+    message = PlannedIpMissing(
+        **_binding_ref(binding, exchange_name),
+        findings=tuple(f for f in _alert_findings(report) if f.code == "planned_ip_missing"),
+        checked_at=format_time(report.checked_at),
+        status=binding.status.value,
+    )
+    return Alert.of(message, severity="warning", exchange=binding.exchange, status=binding.status.value)
 
 
 def trading_expiring(binding: Binding, expires_at: Any, days_left: int, *, exchange_name: str) -> Alert:

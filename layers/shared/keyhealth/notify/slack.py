@@ -24,6 +24,7 @@ from keyhealth.notify.model import (
     Incident,
     NewlyFailing,
     OrphansRemoved,
+    PlannedIpMissing,
     StatusChanged,
     TradingExpiring,
     Undecryptable,
@@ -94,6 +95,8 @@ def _layout(message: AlertMessage, names: Names) -> tuple[str, list[dict[str, An
             return _undecryptable(message, names)
         case Unreachable():
             return _unreachable(message, names)
+        case PlannedIpMissing():
+            return _planned_ip_missing(message, names)
         case TradingExpiring():
             return _expiring(message, names)
         case Incident():
@@ -203,6 +206,33 @@ def _undecryptable(message: Undecryptable, names: Names) -> tuple[str, list[dict
                 ("Binding", _code(message.binding_id)),
                 ("User", _code(user)),
                 ("Status", f"{_escape(message.status or 'unknown')} (last known)"),
+                ("Key", _code(key)),
+                ("Tenant", _code(message.tenant)),
+            ]
+        ),
+        *_finding_blocks(findings),
+        _context([f"Checked {_escape(message.checked_at or 'at an unknown time')}", "keyhealth"]),
+    ]
+    return title, blocks
+
+
+def _planned_ip_missing(message: PlannedIpMissing, names: Names) -> tuple[str, list[dict[str, Any]]]:
+    exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    key, user = message.api_key_masked, message.user_id
+    title = f"{exchange} key {key} of user {user}: not ready for a planned egress IP"
+    findings = _by_severity(message.findings)
+    blocks = [
+        _header(f":calendar: {title}"),
+        _section(
+            f"The {_escape(exchange)} key {_code(key)} of user {_code(user)} does not whitelist an egress IP the "
+            "platform is about to use: it works today and breaks for those requests then."
+        ),
+        *_fields(
+            [
+                ("Exchange", _escape(exchange)),
+                ("Binding", _code(message.binding_id)),
+                ("User", _code(user)),
+                ("Status", _escape(message.status or "unknown")),
                 ("Key", _code(key)),
                 ("Tenant", _code(message.tenant)),
             ]

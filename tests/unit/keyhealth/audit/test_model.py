@@ -222,6 +222,33 @@ def test_readable_again_then_unreadable_again_alerts_again():
     assert [h.kind for h in again.held] == ["credentials_unreadable"]
 
 
+def test_a_key_lacking_a_planned_ip_raises_one_alert_per_binding_and_is_counted_at_every_check():
+    current = binding(Status.DEGRADED, exchange=Exchange.BITGET)  # degraded already: no status change alert
+    kinds, counted = [], []
+    for codes in ((C.WITHDRAW_ENABLED, C.PLANNED_IP_MISSING), (C.WITHDRAW_ENABLED, C.PLANNED_IP_MISSING), ()):
+        result = assess(current, report(*codes, exchange=Exchange.BITGET), NOW)
+        kinds.append([h.kind for h in result.held])
+        counted.append(result.counters["planned_ip_missing.bitget"])
+        current = result.binding
+    assert kinds == [["planned_ip_missing"], [], ["binding_status_changed"]]  # once; then healthy again
+    assert counted == [1, 1, 0]
+    first = assess(binding(exchange=Exchange.BITGET), report(C.PLANNED_IP_MISSING, exchange=Exchange.BITGET), NOW)
+    planned = next(h for h in first.held if h.kind == "planned_ip_missing")
+    assert [f["code"] for f in planned.alert.body["findings"]] == ["planned_ip_missing"]
+    assert planned.alert.attributes == {
+        "type": "planned_ip_missing",
+        "severity": "warning",
+        "exchange": "bitget",
+        "status": "degraded",
+    }
+
+
+def test_the_summary_counts_per_exchange_the_keys_not_ready_for_a_planned_ip():
+    counters = {"checked.bitget": 3, "planned_ip_missing.bitget": 2, "checked.bingx": 1, "planned_ip_missing.bingx": 1}
+    summary = audit_model.summarise("run-1", counters, [], [], NOW, NOW + timedelta(seconds=1))
+    assert summary["planned_ip_missing"] == {"bingx": 1, "bitget": 2}
+
+
 def test_a_real_answer_resets_the_streak_so_the_count_starts_again():
     current = binding(unknown_streak=2)
     current = assess(current, report(), NOW).binding

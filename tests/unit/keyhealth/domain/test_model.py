@@ -37,6 +37,9 @@ CONTRACT_SEVERITIES = {
     # Beyond the contract's list (issue 11): stored credentials that cannot be decrypted. Transient in the
     # contract's sense: `unknown`, the stored status kept, for operators.
     "credentials_unreadable": "transient",
+    # Added by issue 12 (contract section 7): a whitelist lacking some of the egress IPs, or an announced one.
+    "ip_whitelist_incomplete": "error",
+    "planned_ip_missing": "warning",
 }
 
 

@@ -189,6 +189,6 @@ def test_common_assessment_flags_scopes_ip_and_withdraw():
     )
     draft.assess_common({Scope.SPOT, Scope.FUTURES})
     report = draft.finish()
-    assert report.codes == ["scope_not_permitted", "ip_not_whitelisted", "withdraw_enabled"]
+    assert report.codes == ["scope_not_permitted", "ip_whitelist_incomplete", "withdraw_enabled"]
     assert "203.0.113.11" in report.findings[1].remedy
     assert "203.0.113.10" not in report.findings[1].remedy

@@ -392,7 +392,7 @@ def test_whitelist_missing_a_second_egress_ip_is_reported_with_that_ip():
     exchange = Exchange({ACCOUNT_INFO_CLASSIC: lambda r: ok(classic_info(ips=EGRESS))})
     result = adapter_for(exchange, egress_ips=(EGRESS, "203.0.113.11")).check(credentials(), BOTH)
 
-    assert result.report.codes == ["ip_not_whitelisted"]
+    assert result.report.codes == ["ip_whitelist_incomplete"]
     assert "203.0.113.11" in result.report.findings[0].message
 
 

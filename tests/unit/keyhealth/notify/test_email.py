@@ -18,6 +18,7 @@ from tests.support.slack import (
     audit_summary_body,
     expiring_alert,
     incident_body,
+    planned_ip_missing_alert,
     status_change,
     unreachable_alert,
     unreachable_body,
@@ -125,6 +126,16 @@ def test_an_expiring_email_says_when_and_why():
             "Binding: bnd_01JSLACKTEST  Tenant: 111111111111:role/platform-backend",
         ]
     )
+
+
+def test_a_planned_ip_email_says_which_ip_to_add_and_by_when():
+    alert = planned_ip_missing_alert()
+    assert alert.subject == "keyhealth: bitget binding bnd_01JSLACKTEST is not ready for a planned egress IP"
+    assert "- The platform will also send requests from 203.0.113.20 (from 2027-01-15)" in alert.text
+    assert "  Fix: Before 2027-01-15, add 203.0.113.20 to the key's IP whitelist on Bitget (API Management" in (
+        alert.text
+    )
+    assert alert.text.endswith("Binding: bnd_01JSLACKTEST  Tenant: 111111111111:role/platform-backend")
 
 
 def test_an_incident_email_names_count_share_cause_and_remedy():

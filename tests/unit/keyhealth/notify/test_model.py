@@ -17,6 +17,7 @@ from keyhealth.notify.model import (
     INCIDENT_REMEDIES,
     AuditSummary,
     Incident,
+    PlannedIpMissing,
     StatusChanged,
     TradingExpiring,
     UnknownAlert,
@@ -28,6 +29,7 @@ from tests.support.slack import (
     expiring_alert,
     expiring_body,
     incident_body,
+    planned_ip_missing_alert,
     status_change,
     unreachable_alert,
     unreachable_body,
@@ -61,6 +63,7 @@ PUBLISHED = {
     "binding_status_changed": lambda: status_change(Status.HEALTHY, C.IP_NOT_WHITELISTED, C.WITHDRAW_ENABLED),
     "binding_unreachable": unreachable_alert,
     "trading_permission_expiring": expiring_alert,
+    "planned_ip_missing": planned_ip_missing_alert,
     "incident": lambda: model.incident(audit_incident()),
     "audit_summary": lambda: model.audit_summary(audit_summary()),
 }
@@ -68,6 +71,7 @@ KINDS = {
     "binding_status_changed": StatusChanged,
     "binding_unreachable": Unreachable,
     "trading_permission_expiring": TradingExpiring,
+    "planned_ip_missing": PlannedIpMissing,
     "incident": Incident,
     "audit_summary": AuditSummary,
 }
@@ -253,6 +257,10 @@ def test_a_parser_refuses_a_body_of_another_type():
         (
             expiring_alert,
             {"type": "trading_permission_expiring", "severity": "warning", "exchange": "binance", "status": "degraded"},
+        ),
+        (
+            planned_ip_missing_alert,
+            {"type": "planned_ip_missing", "severity": "warning", "exchange": "bitget", "status": "degraded"},
         ),
         (
             lambda: model.incident(audit_incident()),

@@ -14,6 +14,7 @@ from tests.support.slack import (
     block_kit_problems,
     expiring_body,
     incident_body,
+    planned_ip_missing_alert,
     status_change,
     unreachable_body,
 )
@@ -49,6 +50,7 @@ BODIES = {
     "incident": incident_body(),
     "unreachable": unreachable_body(),
     "expiring": expiring_body(),
+    "planned IP missing": planned_ip_missing_alert().body,
     "unknown type": {"type": "key_rotated_by_exchange", "binding_id": "bnd_1", "exchange": "bitget", "n": 1},
     "no type": {"hello": "world"},
     "known type, odd shape": {"type": "binding_status_changed", "findings": "oops", "status": None},
@@ -196,6 +198,14 @@ def test_incident_names_cause_share_and_the_platforms_fix():
 def test_incident_with_an_unlisted_code_still_says_what_to_do():
     text = _sections(blocks_for(incident_body(code="account_restricted"), None, exchange_names=EXCHANGE_NAMES))[0]
     assert "*What to do:* Check the exchange's status page" in text
+
+
+def test_a_key_not_ready_for_a_planned_ip_says_which_ip_to_add_and_by_when():
+    payload = blocks_for(planned_ip_missing_alert().body, None, exchange_names=EXCHANGE_NAMES)
+    text = json.dumps(payload)
+    assert payload["text"] == "Bitget key vmPU...A4Ge of user u-42: not ready for a planned egress IP"
+    assert "203.0.113.20 (from 2027-01-15)" in text
+    assert "Before 2027-01-15, add 203.0.113.20 to the key's IP whitelist on Bitget" in text
 
 
 def test_unreachable_binding_is_the_platforms_to_fix():
