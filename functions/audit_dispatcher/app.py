@@ -67,6 +67,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             exchanges=NAMES,
             sleep=env.sleep,
             jitter=env.jitter,
+            egress_ips=wired.settings.audit_spread_ips,
         )
     except DispatchFailed as failed:
         _finalize_if_complete(run_id, deps, failed.state)
@@ -80,7 +81,14 @@ def _tick(run_id: str, deps: AuditDeps) -> dict[str, Any]:
     wired = container()
     env = wired.environment
     outcome = dispatch_tick(
-        run_id, wired.bindings, wired.task_queue, deps, exchanges=NAMES, sleep=env.sleep, jitter=env.jitter
+        run_id,
+        wired.bindings,
+        wired.task_queue,
+        deps,
+        exchanges=NAMES,
+        sleep=env.sleep,
+        jitter=env.jitter,
+        egress_ips=wired.settings.audit_spread_ips,
     )  # a DispatchFailed fails the invocation (AuditDispatcherErrorsAlarm); the next tick dispatches again
     if outcome.state is None:
         return {"run_id": None, "tasks": 0}

@@ -62,8 +62,12 @@ class Settings:
     slack_retry_after_cap: float = 15.0  # seconds: the longest wait honoured on one 429
 
     # Audit: one queue per exchange (AUDIT_QUEUE_URL_<EXCHANGE>; AUDIT_QUEUE_URL serves any
-    # exchange without its own), so that one throttled exchange never blocks another's backlog.
+    # exchange without its own), so that one throttled exchange never blocks another's backlog. With
+    # several egress IPs, AUDIT_QUEUE_URL_<EXCHANGE> lists one queue per IP, in EGRESS_IPS' order.
     audit_queue_urls: tuple[tuple[str, str], ...] = ()
+    #: The egress IP this process's exchange calls leave from (an audit worker pinned to its NAT's subnet;
+    #: empty for the API functions, whose calls leave from any): its rate budget and circuit are this IP's.
+    audit_egress_ip: str = ""
     audit_window_scale: float = 1.0  # benchmarks only: windows and their budgets shrink together
     audit_max_wait_seconds: float = 20.0  # how long one worker invocation waits for budget
     audit_concurrency: int = 10  # checks in flight per worker invocation
@@ -73,8 +77,25 @@ class Settings:
     audit_summary_hour: int = 6  # rolling: the daily summary's hour (UTC) covers the 24 hours before it
     audit_incident_window_minutes: int = 30  # rolling: incidents are judged over the checks of this window
 
-    def queue_url_for(self, exchange: str) -> str:
-        return dict(self.audit_queue_urls).get(exchange) or self.audit_queue_url
+    @property
+    def egress_ips_from_here(self) -> tuple[str, ...]:
+        """EGRESS_IPS with this process's own egress IP first (reports name it as the one checked from)."""
+        if not self.audit_egress_ip:
+            return self.egress_ips
+        return (self.audit_egress_ip, *(ip for ip in self.egress_ips if ip != self.audit_egress_ip))
+
+    @property
+    def audit_spread_ips(self) -> tuple[str, ...]:
+        """The egress IPs the dispatcher spreads bindings over: every one when each has its own queues (and
+        its own worker), else none (one worker whose calls leave from any NAT: tasks name no IP)."""
+        if len(self.egress_ips) > 1 and all(len(self.queue_urls_for(name)) == len(self.egress_ips) for name in NAMES):
+            return self.egress_ips
+        return ()
+
+    def queue_urls_for(self, exchange: str) -> tuple[str, ...]:
+        """The exchange's audit queues, one per egress IP (in EGRESS_IPS' order) or one for all."""
+        listed = dict(self.audit_queue_urls).get(exchange) or self.audit_queue_url
+        return tuple(url.strip() for url in listed.split(",") if url.strip())
 
     def url(self, variable: str) -> str:
         """A configured exchange base URL by its variable (BINANCE_BASE_URL)."""
@@ -119,6 +140,18 @@ class Settings:
             for name in ("CREDENTIALS_TABLE_NAME", "CREDENTIALS_KMS_KEY_ID", "STACK_NAME"):
                 if not text(name):
                     raise ConfigError(f"{name} must be set when CREDENTIAL_STORE is kms")
+        audit_egress_ip = text("AUDIT_EGRESS_IP")
+        if audit_egress_ip and audit_egress_ip not in egress:
+            raise ConfigError(
+                f"AUDIT_EGRESS_IP must be one of EGRESS_IPS ({', '.join(egress)}), got {audit_egress_ip!r}"
+            )
+        for name in NAMES:
+            urls = [u for u in text(f"AUDIT_QUEUE_URL_{name.upper()}").split(",") if u.strip()]
+            if len(urls) > 1 and len(urls) != len(egress):
+                raise ConfigError(
+                    f"AUDIT_QUEUE_URL_{name.upper()} must list one queue, or one per egress IP ({len(egress)}), "
+                    f"got {len(urls)}"
+                )
         mode = text("AUDIT_MODE", "nightly").lower() or "nightly"
         if mode not in AUDIT_MODES:
             raise ConfigError(f"AUDIT_MODE must be one of {', '.join(AUDIT_MODES)}, got {mode!r}")
@@ -158,6 +191,7 @@ class Settings:
             audit_max_wait_seconds=number("AUDIT_MAX_WAIT_SECONDS", 20.0, 0.0, 600.0),
             audit_concurrency=int(number("AUDIT_CONCURRENCY", 10, 1, 64)),
             audit_circuit_cache_seconds=number("AUDIT_CIRCUIT_CACHE_SECONDS", 1.0, 0.0, 60.0),
+            audit_egress_ip=audit_egress_ip,
             audit_mode=mode,
             audit_tick_minutes=tick_minutes,
             audit_summary_hour=int(number("AUDIT_SUMMARY_HOUR", 6, 0, 23)),

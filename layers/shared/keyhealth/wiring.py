@@ -16,6 +16,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
@@ -124,7 +126,7 @@ class Container:
             return build_checkers(
                 transport=transport,
                 urls=dict(self.settings.exchange_urls),
-                egress_ips=self.settings.egress_ips,
+                egress_ips=self.settings.egress_ips_from_here,
                 planned_ips=self.settings.planned_egress_ips,
                 clock=self.environment.clock,
             )
@@ -199,7 +201,7 @@ class Container:
             secrets=self.credentials,
             alerts=SnsAlertPublisher(self.aws("sns"), config.alert_topic_arn),
             secret_prefix=config.secret_prefix,
-            egress_ips=config.egress_ips,
+            egress_ips=config.egress_ips_from_here,
             now=self.environment.now,
             recovery_window_days=config.recovery_window_days,
         )
@@ -226,9 +228,14 @@ class Container:
                 window_scale=config.audit_window_scale,
                 sleep=env.sleep,
                 clock=env.clock,
+                egress_ip=config.audit_egress_ip,
             ),
             circuit=DynamoCircuit(
-                dynamodb, config.table_name, clock=env.clock, cache_seconds=config.audit_circuit_cache_seconds
+                dynamodb,
+                config.table_name,
+                clock=env.clock,
+                cache_seconds=config.audit_circuit_cache_seconds,
+                egress_ip=config.audit_egress_ip,
             ),
             runs=DynamoRunStore(dynamodb, config.table_name),
             plans=plans,
@@ -255,7 +262,10 @@ class Container:
         from keyhealth.adapters.sqs_audit_tasks import SqsTaskQueue
         from keyhealth.exchanges.registry import NAMES
 
-        return SqsTaskQueue(self.aws("sqs"), {name: self.settings.queue_url_for(name) for name in NAMES})
+        config = self.settings
+        return SqsTaskQueue(
+            self.aws("sqs"), {name: config.queue_urls_for(name) for name in NAMES}, egress_ips=config.egress_ips
+        )
 
     @cached_property
     def redelivery(self) -> SqsRedelivery:
@@ -303,17 +313,33 @@ class Container:
 
 _lock = threading.Lock()
 _current: Container | None = None
+#: A container for the handlers run in this thread or task only (`scoped`): the local stack and the benchmark
+#: run one audit worker per egress IP in one process, each leaving from its own address.
+_scoped: ContextVar[Container | None] = ContextVar("keyhealth_container", default=None)
 
 
 def container() -> Container:
     """The process's container: built from the real environment on first use (a Lambda cold
-    start), unless the local stack, a test or the benchmark chose another with `use()`."""
+    start), unless the local stack, a test or the benchmark chose another with `use()` (or, for the
+    calling thread only, `scoped()`)."""
     global _current
+    if (chosen := _scoped.get()) is not None:
+        return chosen
     if _current is None:
         with _lock:
             if _current is None:
                 _current = Container()
     return _current
+
+
+@contextmanager
+def scoped(chosen: Container) -> Iterator[Container]:
+    """Run the handlers called in this thread (or asyncio task) on `chosen` until the block ends."""
+    token = _scoped.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _scoped.reset(token)
 
 
 def use(chosen: Container | None) -> None:

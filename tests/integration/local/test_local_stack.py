@@ -175,7 +175,7 @@ def test_the_readme_curl_examples_work_as_documented(stack):
 
     assert done.returncode == 0, done.stderr
     answers = done.stdout.strip().splitlines()
-    assert json.loads(answers[0]) == {"egress_ips": ["127.0.0.2"]}
+    assert json.loads(answers[0]) == {"egress_ips": ["127.0.0.2"], "planned": []}
     bound = json.loads(answers[1])
     assert bound["binding"]["status"] == "healthy"
     assert json.loads(answers[2])["binding_id"] == bound["binding"]["binding_id"]
@@ -284,7 +284,11 @@ def test_the_cli_runs_an_audit_and_follows_it(stack):
 def test_plain_http_gets_the_api_gateway_behaviour(stack):
     who = {"X-Keyhealth-Principal": OTHER_PLATFORM}
     with httpx.Client(base_url=stack.url, headers=who) as client:
-        assert client.get("/egress-ips").json() == client.get("/v1/egress-ips").json() == {"egress_ips": ["127.0.0.2"]}
+        assert (
+            client.get("/egress-ips").json()
+            == client.get("/v1/egress-ips").json()
+            == {"egress_ips": ["127.0.0.2"], "planned": []}
+        )
         assert client.get("/v1/bindings").json() == {"items": [], "next_cursor": None}  # nothing of other tenants
         missing = client.patch("/v1/bindings")
         assert (missing.status_code, missing.json()) == (403, {"message": "Missing Authentication Token"})

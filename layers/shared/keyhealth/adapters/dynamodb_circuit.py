@@ -1,4 +1,5 @@
-"""The per-exchange circuit in DynamoDB (audit.ports.Circuit): pk `CIRCUIT#<exchange>`, sk `CIRCUIT`."""
+"""The per-exchange circuit in DynamoDB (audit.ports.Circuit): pk `CIRCUIT#<exchange>` (a worker pinned to one
+egress IP: `CIRCUIT#<exchange>#<egress IP>`, since a ban or a 429 is per IP), sk `CIRCUIT`."""
 
 from __future__ import annotations
 
@@ -19,8 +20,15 @@ class DynamoCircuit:
     second per worker, not one per check)."""
 
     def __init__(
-        self, client: Any, table: str, *, clock: Callable[[], float] = time.time, cache_seconds: float = 1.0
+        self,
+        client: Any,
+        table: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_seconds: float = 1.0,
+        egress_ip: str = "",
     ) -> None:
+        self._ip_suffix = f"#{egress_ip}" if egress_ip else ""
         self._client = client
         self._table = table
         self._clock = clock
@@ -29,7 +37,7 @@ class DynamoCircuit:
         self._lock = threading.Lock()
 
     def _key(self, exchange: ExchangeName) -> dict[str, Any]:
-        return {"pk": s(f"CIRCUIT#{exchange}"), "sk": s("CIRCUIT")}
+        return {"pk": s(f"CIRCUIT#{exchange}{self._ip_suffix}"), "sk": s("CIRCUIT")}
 
     def state(self, exchange: ExchangeName) -> CircuitState:
         now = self._clock()

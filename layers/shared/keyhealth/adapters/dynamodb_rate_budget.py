@@ -1,6 +1,7 @@
 """The audit's shared rate budget in DynamoDB (audit.ports.RateBudget).
 
-One item per (exchange, pool) in the bindings table: pk `BUDGET#<exchange>#<pool>`, sk `BUDGET`.
+One item per (exchange, pool, egress IP) in the bindings table: pk `BUDGET#<exchange>#<pool>` (with several
+egress IPs `BUDGET#<exchange>#<pool>#<egress IP>`: the exchanges count per IP), sk `BUDGET`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ class DynamoRateBudget:
     the exchanges' own (Binance's minute windows start on the minute), holding `share` of the
     exchange's per-IP limit. One conditional UpdateItem per pool per check.
 
-    With several egress IPs, a worker cannot know which NAT its request leaves from, so the
-    budget is kept as if all traffic left from one IP: never more than one IP's share.
+    An audit worker pinned to one egress IP (`egress_ip`: its NAT's subnet only) spends that IP's budget;
+    without one (a worker whose requests may leave from any NAT) the budget is kept as if all traffic
+    left from one IP: never more than one IP's share.
     """
 
     def __init__(
@@ -38,9 +40,11 @@ class DynamoRateBudget:
         window_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        egress_ip: str = "",
     ) -> None:
         self._client = client
         self._table = table
+        self._ip_suffix = f"#{egress_ip}" if egress_ip else ""
         self._plans = plans
         self._share = share
         self._scale = window_scale
@@ -70,7 +74,7 @@ class DynamoRateBudget:
 
     def _acquire_pool(self, exchange: ExchangeName, pool: str, weight: int, deadline: float) -> bool:
         seconds, budget = self.window(exchange, pool)
-        key = {"pk": s(f"BUDGET#{exchange}#{pool}"), "sk": s("BUDGET")}
+        key = {"pk": s(f"BUDGET#{exchange}#{pool}{self._ip_suffix}"), "sk": s("BUDGET")}
         block = max(weight, min(10, budget // 50))
         while True:
             now = self._clock()
@@ -149,7 +153,7 @@ class DynamoRateBudget:
                 try:
                     self._client.update_item(
                         TableName=self._table,
-                        Key={"pk": s(f"BUDGET#{exchange}#{pool}"), "sk": s("BUDGET")},
+                        Key={"pk": s(f"BUDGET#{exchange}#{pool}{self._ip_suffix}"), "sk": s("BUDGET")},
                         UpdateExpression="ADD #u :n",
                         ConditionExpression="#w = :w",
                         ExpressionAttributeNames={"#w": "window", "#u": "used"},
@@ -164,7 +168,7 @@ class DynamoRateBudget:
         """(window index, weight used) as stored: for tests and the benchmark."""
         item = self._client.get_item(
             TableName=self._table,
-            Key={"pk": s(f"BUDGET#{exchange}#{pool}"), "sk": s("BUDGET")},
+            Key={"pk": s(f"BUDGET#{exchange}#{pool}{self._ip_suffix}"), "sk": s("BUDGET")},
             ConsistentRead=True,
         ).get("Item", {})
         return int(item.get("window", {}).get("N", -1)), int(item.get("used", {}).get("N", 0))

@@ -1,9 +1,9 @@
-"""The audit's work queues in SQS (audit.ports.TaskQueue), one per exchange."""
+"""The audit's work queues in SQS (audit.ports.TaskQueue), one per exchange and egress IP."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keyhealth.adapters.aws_errors import storage_call
@@ -14,28 +14,42 @@ from keyhealth.domain.exchange import ExchangeName
 
 
 class SqsTaskQueue:
-    """One queue per exchange, so that a throttled exchange's backlog never blocks another's."""
+    """One queue per exchange, so that a throttled exchange's backlog never blocks another's; with several
+    egress IPs, one per exchange and IP (`queue_urls[exchange]` in the order of `egress_ips`), each drained
+    by the worker that leaves from that IP, so that a task is checked from the IP it names."""
 
-    def __init__(self, client: Any, queue_urls: Mapping[ExchangeName, str]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        queue_urls: Mapping[ExchangeName, Sequence[str]],
+        egress_ips: Sequence[str] = (),
+    ) -> None:
         self._client = client
-        self._urls = queue_urls
+        self._urls = {exchange: tuple(urls) for exchange, urls in queue_urls.items()}
+        self._index = {ip: i for i, ip in enumerate(egress_ips)}
+
+    def url_for(self, task: AuditTask) -> str:
+        urls = self._urls[task.exchange]
+        if len(urls) == 1 or task.egress_ip is None:
+            return urls[0]
+        return urls[self._index[task.egress_ip]]
 
     def send(self, tasks: list[AuditTask]) -> None:
         """Every batch is tried; `NotSent` names the tasks of refused entries and of failed calls
         (a call that timed out may have been taken after all: sending it again makes a duplicate,
         which the run's recording counts once)."""
-        by_exchange: dict[ExchangeName, list[AuditTask]] = {}
+        by_queue: dict[str, list[AuditTask]] = {}
         for task in tasks:
-            by_exchange.setdefault(task.exchange, []).append(task)
+            by_queue.setdefault(self.url_for(task), []).append(task)
         unsent: list[AuditTask] = []
         reason = ""
-        for exchange, items in by_exchange.items():
+        for url, items in by_queue.items():
             for start in range(0, len(items), 10):
                 batch = items[start : start + 10]
                 entries = [{"Id": str(i), "MessageBody": task.to_json()} for i, task in enumerate(batch)]
                 try:
                     with storage_call("sqs:SendMessageBatch"):
-                        answer = self._client.send_message_batch(QueueUrl=self._urls[exchange], Entries=entries)
+                        answer = self._client.send_message_batch(QueueUrl=url, Entries=entries)
                 except StorageAdapterError as error:
                     unsent.extend(batch)
                     reason = error.reason

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from hashlib import blake2b
 from typing import Any
 
 from keyhealth.bindings.model import Binding
@@ -25,27 +27,39 @@ NEWLY_FAILING_LISTED = 100  # the summary lists at most this many; the count is 
 
 @dataclass(frozen=True)
 class AuditTask:
-    """One SQS message: one binding to check in one run."""
+    """One SQS message: one binding to check in one run, from one egress IP (None: the stack has one)."""
 
     run_id: str
     exchange: ExchangeName
     tenant: str
     binding_id: str
+    egress_ip: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "run_id": self.run_id,
-                "exchange": self.exchange,
-                "tenant": self.tenant,
-                "binding_id": self.binding_id,
-            }
-        )
+        data = {"run_id": self.run_id, "exchange": self.exchange, "tenant": self.tenant, "binding_id": self.binding_id}
+        if self.egress_ip is not None:
+            data["egress_ip"] = self.egress_ip
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> AuditTask:
         data = json.loads(text)
-        return cls(data["run_id"], str(data["exchange"]), data["tenant"], data["binding_id"])
+        return cls(data["run_id"], str(data["exchange"]), data["tenant"], data["binding_id"], data.get("egress_ip"))
+
+
+#: Keys the egress spread apart from the day slot and the shards (each independent of the others).
+_EGRESS_PERSON = b"keyhealth.egress"
+
+
+def egress_for(binding_id: str, egress_ips: Sequence[str], day: int) -> str | None:
+    """The egress IP a binding is checked from on UTC day `day` (days since the epoch): spread evenly over
+    the IPs by a keyed hash of its id, and one IP further each day, so that every IP checks every key within
+    len(egress_ips) days (Binance hides a key's whitelist: only a check from each IP shows it lists them all).
+    None when the stack has no egress IP list (tests, one unnamed IP)."""
+    if not egress_ips:
+        return None
+    digest = blake2b(binding_id.encode(), digest_size=8, person=_EGRESS_PERSON).digest()
+    return egress_ips[(int.from_bytes(digest, "big") + day) % len(egress_ips)]
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from keyhealth.audit.model import (
     as_found_by,
     assess,
     detect_incidents,
+    egress_for,
     marked,
     release,
     summarise,
@@ -176,9 +177,11 @@ def dispatch_audit(
     jitter: Callable[[], float] = random.random,
     backoff: Backoff = DISPATCH_BACKOFF,
     keep: Callable[[str], bool] | None = None,
+    egress_ips: Sequence[str] = (),
 ) -> RunState:
     """Enqueue one task per binding (`keep`: only the binding ids it accepts, as a rolling tick's due
-    slots), reading every (exchange, shard) partition in parallel.
+    slots), reading every (exchange, shard) partition in parallel. With several `egress_ips`, each task
+    names the IP its binding is checked from today (`egress_for`), and goes to that IP's queue.
 
     Pages are sent as they are read: memory does not grow with the number of bindings. A page
     read that fails is retried after a back-off by reading the shard again and skipping the
@@ -188,7 +191,9 @@ def dispatch_audit(
     partitions stop, the run is marked dispatched over what was sent with `dispatch_failed`, and
     `DispatchFailed` is raised.
     """
-    runs.start(run_id, now())
+    started = now()
+    runs.start(run_id, started)
+    day = (started - datetime(1970, 1, 1, tzinfo=UTC)).days
     sent = _Tally()
     stop = threading.Event()  # one partition gave up: the others stop too
 
@@ -239,7 +244,7 @@ def dispatch_audit(
                     return
                 if keep is not None and not keep(binding_id):
                     continue
-                chunk.append(AuditTask(run_id, exchange, tenant, binding_id))
+                chunk.append(AuditTask(run_id, exchange, tenant, binding_id, egress_for(binding_id, egress_ips, day)))
                 if len(chunk) == SEND_BATCH:
                     send(chunk)
                     chunk = []
@@ -520,6 +525,7 @@ def dispatch_tick(
     exchanges: Iterable[ExchangeName],
     sleep: Callable[[float], None] = time.sleep,
     jitter: Callable[[], float] = random.random,
+    egress_ips: Sequence[str] = (),
 ) -> TickOutcome:
     """One tick of the rolling audit: claim the window since the watermark, dispatch the bindings whose
     slot is due in it (run `run_id`, which must be a tick run), advance the watermark, finalise the run
@@ -550,6 +556,7 @@ def dispatch_tick(
             sleep=sleep,
             jitter=jitter,
             keep=due.includes,
+            egress_ips=egress_ips,
         )
     except DispatchFailed as failed:
         rolling.ticks.release(run_id)

@@ -133,7 +133,7 @@ def test_every_base_url_is_configurable_with_its_default(spec: ExchangeSpec):
 def test_its_audit_queue_is_configurable(spec: ExchangeSpec):
     url = f"https://sqs.eu-west-1.amazonaws.com/123456789012/audit-{spec.name}"
     settings = Settings.from_env({f"AUDIT_QUEUE_URL_{spec.name.upper()}": url, "AUDIT_QUEUE_URL": "https://fallback"})
-    assert settings.queue_url_for(spec.name) == url
+    assert settings.queue_urls_for(spec.name) == (url,)
 
 
 # ---------------------------------------------------------------------- bind requests
