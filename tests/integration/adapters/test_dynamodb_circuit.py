@@ -111,3 +111,11 @@ def test_a_circuit_closed_before_it_ever_opened_reads_as_closed(dynamodb):
     circuit.close("bitget")
     # When another worker reads it, Then it is closed, not a crash
     assert circuit.state("bitget").open_until == 0.0
+
+
+def test_a_ban_of_one_egress_ip_leaves_the_others_circuits_closed(dynamodb, clock):
+    banned = DynamoCircuit(dynamodb, TABLE, clock=clock, cache_seconds=0.0, egress_ip="127.0.0.2")
+    other = DynamoCircuit(dynamodb, TABLE, clock=clock, cache_seconds=0.0, egress_ip="127.0.0.3")
+    banned.trip(Exchange.BINANCE, 600.0, "egress_blocked")
+    assert banned.state(Exchange.BINANCE).remaining(clock.now) == 600.0
+    assert other.state(Exchange.BINANCE).remaining(clock.now) == 0.0  # that IP's tasks wait; the others go on

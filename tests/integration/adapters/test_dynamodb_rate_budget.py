@@ -233,3 +233,16 @@ def test_concurrent_threads_never_exceed_one_window(dynamodb, clock, sleep, shar
     assert per_window - 6 <= sum(granted) <= per_window  # at most what is left of the last lease
     assert budget.used(Exchange.BITGET, BITGET_POOL) == (int(clock.now // 60), per_window)
     assert sleep.waits == []
+
+
+def test_each_egress_ip_has_its_own_budget_and_workers_of_one_ip_share_it(dynamodb, clock, sleep):
+    def worker(ip: str) -> DynamoRateBudget:
+        return DynamoRateBudget(dynamodb, TABLE, PLANS, share=0.002, clock=clock, sleep=sleep, egress_ip=ip)
+
+    first_a, first_b, second = worker("127.0.0.2"), worker("127.0.0.2"), worker("127.0.0.3")
+    cost, deadline = {BITGET_POOL: 1}, clock.now + 1
+    on_first = sum(w.acquire(Exchange.BITGET, cost, deadline=deadline) for _ in range(10) for w in (first_a, first_b))
+    on_second = sum(second.acquire(Exchange.BITGET, cost, deadline=deadline) for _ in range(20))
+    assert (on_first, on_second) == (12, 12)  # 0.2% of Bitget's 6,000 a minute, per IP: the exchange counts per IP
+    keys = {i["pk"]["S"] for i in dynamodb.scan(TableName=TABLE)["Items"]}
+    assert keys == {f"BUDGET#bitget#{BITGET_POOL}#127.0.0.2", f"BUDGET#bitget#{BITGET_POOL}#127.0.0.3"}

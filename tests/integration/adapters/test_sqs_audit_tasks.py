@@ -108,6 +108,23 @@ def test_a_failed_call_names_its_batch_and_the_other_batches_are_still_sent():
         assert [t.binding_id for t in _drain(sqs, urls[Exchange.BINGX])] == ["bnd_x"]
 
 
+def test_with_a_queue_per_egress_ip_each_task_goes_to_the_queue_of_the_ip_it_names():
+    ips = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    with mock_aws():
+        sqs = SESSION.client("sqs")
+        urls = {e: [sqs.create_queue(QueueName=f"audit-{e.value}-{n}")["QueueUrl"] for n in range(3)] for e in Exchange}
+        queue = SqsTaskQueue(sqs, urls, egress_ips=ips)
+        tasks = [AuditTask("run-1", Exchange.BITGET, "t", f"bnd_{i:02d}", ips[i % 3]) for i in range(12)]
+
+        queue.send(tasks)
+
+        for n, ip in enumerate(ips):
+            received = _drain(sqs, urls[Exchange.BITGET][n])
+            assert sorted(t.binding_id for t in received) == [t.binding_id for t in tasks if t.egress_ip == ip]
+            assert {t.egress_ip for t in received} == {ip}  # the task keeps its IP through the queue
+        assert all(_drain(sqs, url) == [] for url in urls[Exchange.BINANCE])
+
+
 def _drain(sqs: Any, url: str) -> list[AuditTask]:
     tasks = []
     while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):

@@ -45,6 +45,8 @@ def test_environment_overrides_are_parsed():
         ({"PLANNED_EGRESS_IPS": "nat@2027-01-15"}, "PLANNED_EGRESS_IPS"),
         ({"PLANNED_EGRESS_IPS": "203.0.113.20@15/01/2027"}, "PLANNED_EGRESS_IPS"),
         ({"AUDIT_MODE": "hourly"}, "AUDIT_MODE"),
+        ({"EGRESS_IPS": "203.0.113.10", "AUDIT_EGRESS_IP": "203.0.113.11"}, "AUDIT_EGRESS_IP"),
+        ({"EGRESS_IPS": "203.0.113.10,203.0.113.11,203.0.113.12", "AUDIT_QUEUE_URL_BITGET": "q1,q2"}, "BITGET"),
         ({"AUDIT_TICK_MINUTES": "7"}, "AUDIT_TICK_MINUTES"),
         ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_KMS_KEY_ID": "k", "STACK_NAME": "s"}, "CREDENTIALS_TABLE_NAME"),
         ({"CREDENTIAL_STORE": "kms", "CREDENTIALS_TABLE_NAME": "t", "STACK_NAME": "s"}, "CREDENTIALS_KMS_KEY_ID"),
@@ -91,3 +93,19 @@ def test_the_credential_store_is_secrets_manager_unless_kms_is_chosen():
         "keyhealth-credentials",
         "keyhealth",
     )
+
+
+def test_with_a_queue_per_egress_ip_the_dispatcher_spreads_over_them_and_a_worker_reports_its_own_ip_first():
+    ips = "203.0.113.10,203.0.113.11"
+    queues = {
+        f"AUDIT_QUEUE_URL_{name}": f"https://sqs/{name}-a,https://sqs/{name}-b"
+        for name in ("BINANCE", "BITGET", "BINGX")
+    }
+    worker = Settings.from_env({"EGRESS_IPS": ips, "AUDIT_EGRESS_IP": "203.0.113.11", **queues})
+    assert worker.audit_spread_ips == ("203.0.113.10", "203.0.113.11")
+    assert worker.queue_urls_for("bitget") == ("https://sqs/BITGET-a", "https://sqs/BITGET-b")
+    assert worker.egress_ips_from_here == ("203.0.113.11", "203.0.113.10")
+    # one queue per exchange for both IPs (a worker whose calls leave from either NAT): tasks name no IP
+    shared = Settings.from_env({"EGRESS_IPS": ips, "AUDIT_QUEUE_URL_BITGET": "https://sqs/bitget"})
+    assert shared.audit_spread_ips == ()
+    assert shared.egress_ips_from_here == ("203.0.113.10", "203.0.113.11")

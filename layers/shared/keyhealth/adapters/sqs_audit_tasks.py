@@ -21,11 +21,13 @@ class SqsTaskQueue:
     def __init__(
         self,
         client: Any,
-        queue_urls: Mapping[ExchangeName, Sequence[str]],
+        queue_urls: Mapping[ExchangeName, str | Sequence[str]],
         egress_ips: Sequence[str] = (),
     ) -> None:
         self._client = client
-        self._urls = {exchange: tuple(urls) for exchange, urls in queue_urls.items()}
+        self._urls = {
+            exchange: (urls,) if isinstance(urls, str) else tuple(urls) for exchange, urls in queue_urls.items()
+        }
         self._index = {ip: i for i, ip in enumerate(egress_ips)}
 
     def url_for(self, task: AuditTask) -> str:

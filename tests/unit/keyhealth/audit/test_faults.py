@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from keyhealth.audit.model import RUN_MARK, AuditTask, as_found_by
+from keyhealth.audit.model import RUN_MARK, AuditTask, as_found_by, egress_for
 from keyhealth.audit.usecases import (
     DISPATCH_BACKOFF,
     FINALIZE_LEASE_SECONDS,
@@ -473,3 +473,14 @@ def test_a_dispatch_whose_end_cannot_be_recorded_at_first_retries_it(world):
 
     assert (state.dispatch_done, state.tasks_total) == (True, 3)
     assert world.sleep.waits == waits(1)
+
+
+def test_with_several_egress_ips_each_task_names_the_ip_its_binding_is_checked_from_today(world):
+    source, queue = FakeSource(), FakeTaskQueue()
+    source.add(Exchange.BINANCE, 0, *ids("a", 30))
+    source.add(Exchange.BITGET, 1, *ids("b", 30))
+    ips = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    dispatch(world, source, queue, egress_ips=ips)
+    day = int(world.clock.now // 86_400)
+    assert {t.egress_ip for t in queue.sent} == set(ips)
+    assert all(t.egress_ip == egress_for(t.binding_id, ips, day) for t in queue.sent)

@@ -3,6 +3,7 @@ form one incident, and what the run's summary says."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -490,3 +491,30 @@ def test_a_task_and_a_held_alert_survive_their_serialisation():
     assert AuditTask.from_json(task.to_json()) == task
     alert = held(Exchange.BINANCE, C.IP_NOT_WHITELISTED, "bnd_1")
     assert HeldAlert.from_dict(alert.to_dict()) == alert
+
+
+# ----------------------------------------------------------------------------- egress IPs
+IPS = ("203.0.113.10", "203.0.113.11", "203.0.113.12")
+
+
+def test_bindings_are_spread_evenly_over_the_egress_ips_and_stay_put_within_a_day():
+    ids = [f"bnd_{i:06d}" for i in range(30_000)]
+    counts = Counter(audit_model.egress_for(b, IPS, 20_000) for b in ids)
+    assert set(counts) == set(IPS)
+    assert max(counts.values()) - min(counts.values()) < 0.03 * 10_000  # 10,000 each, within 3%
+    assert all(audit_model.egress_for(b, IPS, 20_000) == audit_model.egress_for(b, IPS, 20_000) for b in ids[:100])
+
+
+def test_each_binding_is_checked_from_every_egress_ip_over_as_many_days():
+    for binding_id in (f"bnd_{i:06d}" for i in range(500)):
+        assert {audit_model.egress_for(binding_id, IPS, day) for day in range(20_000, 20_003)} == set(IPS)
+    assert audit_model.egress_for("bnd_1", (), 20_000) is None
+    assert audit_model.egress_for("bnd_1", IPS[:1], 20_000) == IPS[0]
+
+
+def test_a_task_keeps_its_egress_ip_through_json_and_an_older_task_has_none():
+    task = audit_model.AuditTask("run-1", "bitget", "t", "bnd_1", "203.0.113.11")
+    assert audit_model.AuditTask.from_json(task.to_json()) == task
+    older = '{"run_id": "run-1", "exchange": "bitget", "tenant": "t", "binding_id": "bnd_1"}'
+    assert audit_model.AuditTask.from_json(older).egress_ip is None
+    assert "egress_ip" not in audit_model.AuditTask("run-1", "bitget", "t", "bnd_1").to_json()
