@@ -70,31 +70,33 @@ $(CHECKOV_STAMP):
 # checkov scans template.yaml (skips, each with its reason, in the resources' Metadata) and the translation
 # (scripts/checkov-translated.yaml: the checks of what SAM generates without copying the Metadata).
 #
-# CredentialStore=kms too: it switches no resource on or off (both credential stores are always deployed),
-# it only tells the functions where new credentials go, and every step runs with it as well. cfn-lint ignores
-# --parameters on a SAM template, and sam validate and checkov take no parameter values: they get
-# build/template-kms.yaml, template.yaml with that parameter's Default set (scripts/checkov_scan.py
-# --render-to, which refuses a value outside AllowedValues); the translator takes it as a parameter value
-# (in the options translation, whose Default is then set too); sam build as an override (from its cache).
+# The variant: CredentialStore=kms and EgressIpCount=3, which every step runs with as well. CredentialStore
+# switches no resource (both stores are always deployed; it only tells the functions where new credentials
+# go); EgressIpCount=3 switches on the second and third egress IPs' NAT gateways, subnets, workers and queues.
+# cfn-lint ignores --parameters on a SAM template, and sam validate and checkov take no parameter values: they
+# get build/template-variant.yaml, template.yaml with those parameters' Defaults set (scripts/checkov_scan.py
+# --render-to, which refuses a value outside AllowedValues); the translator takes them as parameter values
+# (the options translation has every optional resource on: four egress IPs); sam build as overrides.
 # One cfn-lint and one checkov run per pair of files: each run costs seconds of start-up.
-KMS_STORE := CredentialStore=kms
-RENDER    := $(BIN)/python scripts/checkov_scan.py --render-to
+VARIANT := --parameter CredentialStore=kms --parameter EgressIpCount=3
+RENDER  := $(BIN)/python scripts/checkov_scan.py --render-to
 
 lint-template: venv $(SAM_STAMP) $(CHECKOV_STAMP)
-	$(RENDER) build/template-kms.yaml --parameter $(KMS_STORE) template.yaml
-	$(BIN)/cfn-lint template.yaml build/template-kms.yaml
+	$(RENDER) build/template-variant.yaml $(VARIANT) template.yaml
+	$(BIN)/cfn-lint template.yaml build/template-variant.yaml
 	$(SAM) validate --lint --region $(SAM_REGION)
-	$(SAM) validate --lint --region $(SAM_REGION) --template-file build/template-kms.yaml
+	$(SAM) validate --lint --region $(SAM_REGION) --template-file build/template-variant.yaml
 	$(BIN)/python scripts/sam_translate.py --output build/template.json
-	$(BIN)/python scripts/sam_translate.py --output build/template-options.json --parameter $(KMS_STORE) \
-		--parameter NatGateways=per-az --parameter AwsInterfaceEndpoints=true \
+	$(BIN)/python scripts/sam_translate.py --output build/template-options.json --parameter CredentialStore=kms \
+		--parameter EgressIpCount=4 --parameter AwsInterfaceEndpoints=true \
 		--parameter ApiAllowedAccounts=111111111111,222222222222 --parameter ApiAllowedVpcEndpoints=vpce-0123abcd \
 		--parameter SlackWebhookSecretArn=arn:aws:secretsmanager:eu-west-1:111111111111:secret:slack-AbCdEf
-	$(RENDER) build/template-options.json --parameter $(KMS_STORE) build/template-options.json
+	$(RENDER) build/template-options.json --parameter CredentialStore=kms --parameter EgressIpCount=4 \
+		build/template-options.json
 	$(BIN)/cfn-lint build/template.json build/template-options.json
-	$(CHECKOV_SCAN) template.yaml build/template-kms.yaml
+	$(CHECKOV_SCAN) template.yaml build/template-variant.yaml
 	$(CHECKOV_SCAN) --config-file scripts/checkov-translated.yaml build/template.json build/template-options.json
-	$(SAM) build --region $(SAM_REGION) --parameter-overrides $(KMS_STORE)
+	$(SAM) build --region $(SAM_REGION) --parameter-overrides CredentialStore=kms EgressIpCount=3
 	$(SAM) build --region $(SAM_REGION)
 
 # pip-audit in its own venv: checkov's venv would run it on checkov's older pins (packaging, cyclonedx).

@@ -15,6 +15,14 @@ are spread over the exchanges in proportion to their bounds, so all three finish
 
 The bound of an exchange is (its scarcest pool's budget) / (that pool's cost of one check);
 the ratio is achieved / bound. The last line is a JSON object with every figure.
+
+`--egress-ips N` (1 to 4) runs one worker per egress address (127.0.0.2, .3, ...), each with its own
+queues, its own rate budget and an HTTP client bound to its address, as the deployed stack runs one
+worker per NAT gateway: the simulators see N distinct peers, each with its own per-IP limits. The
+share is per IP (default 0.15 / N, so that the aggregate stays what this machine serves). `--mode
+rolling` dispatches 24 hourly ticks (the clock keyhealth reads jumps an hour per tick; budgets and
+windows keep real time), each as soon as the queues run low, so the ticks' slots keep the workers
+busy; the run ends when every tick's run has finished.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared")]
 
 EGRESS_IP = "127.0.0.2"
+EGRESS_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+PRODUCTION_SHARE = 0.5  # AUDIT_BUDGET_SHARE's default: the projection of a full pass uses it
 REGION = "eu-west-1"
 TABLE = "bench-bindings"
 TENANT = "000000000000:role/bench"
@@ -64,7 +74,9 @@ def bench_key(exchange: str, index: int) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ simulator process
-def run_simulators(counts: dict[str, int], scale: float, latency: tuple[float, float], pipe: Any) -> None:
+def run_simulators(
+    counts: dict[str, int], scale: float, latency: tuple[float, float], pipe: Any, egress: tuple[str, ...]
+) -> None:
     from simulators import binance, bingx, bitget
     from simulators.base import SimulatorServer
 
@@ -86,7 +98,7 @@ def run_simulators(counts: dict[str, int], scale: float, latency: tuple[float, f
     }
     for i in range(counts["binance"]):
         key, secret = bench_key("binance", i)
-        sims["binance"].add_key(key, uid=100_000 + i, secret=secret, ip_whitelist=(EGRESS_IP,), enable_futures=True)
+        sims["binance"].add_key(key, uid=100_000 + i, secret=secret, ip_whitelist=egress, enable_futures=True)
     for i in range(counts["bitget"]):
         key, secret = bench_key("bitget", i)
         account = sims["bitget"].add_account()
@@ -95,12 +107,12 @@ def run_simulators(counts: dict[str, int], scale: float, latency: tuple[float, f
             api_key=key,
             secret=secret,
             passphrase="BenchPass1",
-            ips=(EGRESS_IP,),
+            ips=egress,
             authorities=bitget.FULL_TRADE,
         )
     for i in range(counts["bingx"]):
         key, secret = bench_key("bingx", i)
-        sims["bingx"].add_key(api_key=key, secret=secret, permissions=(1, 2, 3), ip_addresses=(EGRESS_IP,))
+        sims["bingx"].add_key(api_key=key, secret=secret, permissions=(1, 2, 3), ip_addresses=egress)
     servers = {name: SimulatorServer(sim).start() for name, sim in sims.items()}
     pipe.send({name: server.url for name, server in servers.items()})
     while True:
@@ -187,39 +199,49 @@ class InMemorySqs:
                 _, message = self._in_flight[QueueUrl][ReceiptHandle]
                 self._in_flight[QueueUrl][ReceiptHandle] = (time.monotonic() + VisibilityTimeout, message)
 
-    def pending(self) -> int:
+    def pending(self, urls: Any = None) -> int:
         with self._lock:
-            return sum(len(q) for q in self._visible.values()) + sum(len(q) for q in self._in_flight.values())
+            chosen = self._visible if urls is None else urls
+            return sum(len(self._visible[u]) + len(self._in_flight[u]) for u in chosen)
 
 
 # ------------------------------------------------------------------------- the bench
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bindings", type=int, default=10_000)
-    parser.add_argument("--share", type=float, default=0.15, help="AUDIT_BUDGET_SHARE")
+    parser.add_argument("--share", type=float, default=None, help="AUDIT_BUDGET_SHARE, per IP (0.15 / N)")
+    parser.add_argument("--egress-ips", type=int, default=1, choices=range(1, 5), help="workers, one per address")
+    parser.add_argument("--mode", choices=("nightly", "rolling"), default="nightly")
     parser.add_argument("--window-scale", type=float, default=0.1)
     parser.add_argument("--latency", type=float, nargs=2, default=(0.05, 0.15), metavar=("MIN", "MAX"))
-    parser.add_argument("--invocations", type=int, default=3, help="concurrent worker invocations per exchange")
+    parser.add_argument(
+        "--invocations", type=int, default=3, help="concurrent worker invocations per exchange, over all egress IPs"
+    )
     args = parser.parse_args(argv)
+    if args.share is None:
+        args.share = round(0.15 / args.egress_ips, 4)
+    args.egress = EGRESS_SOURCES[: args.egress_ips]
 
     from keyhealth.exchanges.registry import RATE_PLANS as PLANS
     from keyhealth.exchanges.registry import Exchange
 
-    # The bound is what the configured budget allows: whole units per (scaled) window.
-    bounds = {e.value: PLANS[e].checks_per_second(args.share, args.window_scale) for e in Exchange}
+    # The bound is what the configured budget allows: whole units per (scaled) window, per IP; N IPs, N times it.
+    per_ip_bounds = {e.value: PLANS[e].checks_per_second(args.share, args.window_scale) for e in Exchange}
+    bounds = {name: bound * args.egress_ips for name, bound in per_ip_bounds.items()}
     total_bound = sum(bounds.values())
     counts = {name: round(args.bindings * bound / total_bound) for name, bound in bounds.items()}
     counts["binance"] += args.bindings - sum(counts.values())
     print(
         f"bench-audit: {args.bindings} bindings {counts}, share {args.share}, window scale {args.window_scale}, "
-        f"latency {args.latency[0] * 1000:.0f}-{args.latency[1] * 1000:.0f} ms",
+        f"latency {args.latency[0] * 1000:.0f}-{args.latency[1] * 1000:.0f} ms, {args.egress_ips} egress IP(s) "
+        f"{', '.join(args.egress)}, {args.mode}",
         flush=True,
     )
 
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     sim_process = ctx.Process(
-        target=run_simulators, args=(counts, args.window_scale, tuple(args.latency), child), daemon=True
+        target=run_simulators, args=(counts, args.window_scale, tuple(args.latency), child, args.egress), daemon=True
     )
     sim_process.start()
     moto_port = _free_port()
@@ -238,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     try:
-        figures = _bench(args, counts, urls, bounds, parent, moto_port)
+        figures = _bench(args, counts, urls, per_ip_bounds, parent, moto_port)
     finally:
         parent.send("stop")
         parent.recv()
@@ -246,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         sim_process.join(timeout=5)
         moto_process.join(timeout=5)
     print(json.dumps(figures))
-    return 0 if all(e["ratio"] >= 0.9 and e["throttled"] == 0 for e in figures["exchanges"].values()) else 1
+    rows = [*figures["exchanges"].values(), *(r for e in figures["per_ip"].values() for r in e.values())]
+    return (
+        0
+        if all(r["ratio"] >= 0.9 for r in rows) and all(e["throttled"] == 0 for e in figures["exchanges"].values())
+        else 1
+    )
 
 
 def _wait_for(url: str, timeout: float = 20.0) -> None:
@@ -269,7 +296,7 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     from keyhealth import wiring
     from keyhealth.adapters.dynamodb_bindings import to_item
     from keyhealth.adapters.http_transport import HttpxTransport, new_http_client
-    from keyhealth.audit.usecases import dispatch_audit
+    from keyhealth.audit.usecases import TICK_RUN_PREFIX, dispatch_audit, dispatch_tick
     from keyhealth.bindings.model import Binding
     from keyhealth.config import Settings
     from keyhealth.domain.credentials import Credentials, KeyType, Secret
@@ -289,57 +316,80 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     dynamodb, sns, secretsmanager = (session.client(s, config=config) for s in ("dynamodb", "sns", "secretsmanager"))
     sqs = InMemorySqs()
     create_table(dynamodb, "BindingsTable", TABLE)
-    queues = {e: sqs.create_queue(QueueName=f"bench-audit-{e.value}")["QueueUrl"] for e in Exchange}
+    egress = args.egress
+    queues = {
+        (e, ip): sqs.create_queue(QueueName=f"bench-audit-{e.value}-{n}")["QueueUrl"]
+        for e in Exchange
+        for n, ip in enumerate(egress)
+    }
     topic = sns.create_topic(Name="bench-alerts")["TopicArn"]
 
-    settings = Settings.from_env(
-        {
-            "TABLE_NAME": TABLE,
-            "SECRET_PREFIX": "keyhealth/bench/",
-            "ALERT_TOPIC_ARN": topic,
-            "EGRESS_IPS": EGRESS_IP,
-            "BINANCE_BASE_URL": urls["binance"],
-            "BINANCE_FUTURES_BASE_URL": urls["binance"],
-            "BITGET_BASE_URL": urls["bitget"],
-            "BINGX_BASE_URL": urls["bingx"],
-            "AUDIT_BUDGET_SHARE": str(args.share),
-            "AUDIT_WINDOW_SCALE": str(args.window_scale),
-            "AUDIT_MAX_WAIT_SECONDS": "20",
-            **{f"AUDIT_QUEUE_URL_{e.name}": url for e, url in queues.items()},
-        }
-    )
-    checks: dict[str, list[float]] = defaultdict(list)
+    base_env = {
+        "TABLE_NAME": TABLE,
+        "SECRET_PREFIX": "keyhealth/bench/",
+        "ALERT_TOPIC_ARN": topic,
+        "EGRESS_IPS": ",".join(egress),
+        "BINANCE_BASE_URL": urls["binance"],
+        "BINANCE_FUTURES_BASE_URL": urls["binance"],
+        "BITGET_BASE_URL": urls["bitget"],
+        "BINGX_BASE_URL": urls["bingx"],
+        "AUDIT_BUDGET_SHARE": str(args.share),
+        "AUDIT_WINDOW_SCALE": str(args.window_scale),
+        "AUDIT_MAX_WAIT_SECONDS": "20",
+        "AUDIT_MODE": args.mode,
+        "AUDIT_TICK_MINUTES": "60",
+        "AUDIT_INCIDENT_WINDOW_MINUTES": "60",
+        **{f"AUDIT_QUEUE_URL_{e.name}": ",".join(queues[e, ip] for ip in egress) for e in Exchange},
+    }
+    checks: dict[tuple[str, str], list[float]] = defaultdict(list)  # (exchange, egress IP) -> when each check ended
     lock = threading.Lock()
+    virtual = [0.0]  # rolling: seconds the clock keyhealth reads runs ahead of real time (an hour per tick)
 
     class Timed:
-        """Records when each check finished, per exchange (the figure the bench is about)."""
+        """Records when each check finished, per exchange and egress IP (the figure the bench is about)."""
 
-        def __init__(self, checker: Any) -> None:
+        def __init__(self, checker: Any, egress_ip: str) -> None:
             self._checker = checker
+            self._egress_ip = egress_ip
             self.spec = checker.spec
 
         def check(self, *a: Any, **kw: Any) -> Any:
             result = self._checker.check(*a, **kw)
             with lock:
-                checks[self.spec.name].append(time.monotonic())
+                checks[self.spec.name, self._egress_ip].append(time.monotonic())
             return result
+
+    class BenchEnvironment(wiring.Environment):
+        """Budgets, circuits and windows keep real time; the time keyhealth stamps and slots by may run ahead."""
+
+        def now(self) -> datetime:
+            return datetime.fromtimestamp(self.clock() + virtual[0], UTC).replace(microsecond=0)
 
     class BenchContainer(wiring.Container):
         """The real composition, with every checker timed."""
 
         @functools.cached_property
         def checkers(self) -> Any:
-            return {name: Timed(checker) for name, checker in super().checkers.items()}
+            ip = self.settings.audit_egress_ip or egress[0]
+            return {name: Timed(checker, ip) for name, checker in super().checkers.items()}
 
     aws = {"dynamodb": dynamodb, "sns": sns, "secretsmanager": secretsmanager, "sqs": sqs}
-    container = BenchContainer(
-        wiring.Environment(
-            settings=settings,
-            aws_client=aws.__getitem__,
-            exchange_transport=HttpxTransport(new_http_client(source_address=EGRESS_IP, max_connections=256)),
+
+    def composition(egress_ip: str = "") -> BenchContainer:
+        """The dispatcher's (no egress IP of its own) or one worker's, leaving from `egress_ip`."""
+        settings = Settings.from_env({**base_env, "AUDIT_EGRESS_IP": egress_ip})
+        source = egress_ip or egress[0]
+        return BenchContainer(
+            BenchEnvironment(
+                settings=settings,
+                aws_client=aws.__getitem__,
+                exchange_transport=HttpxTransport(new_http_client(source_address=source, max_connections=256)),
+            )
         )
-    )
-    wiring.use(container)  # the worker handler runs on the bench's composition
+
+    container = composition()
+    workers = {ip: composition(ip) for ip in egress}
+    wiring.use(container)  # the dispatcher's; each worker thread runs on its own IP's (wiring.scoped)
     deps = container.audit
     services = deps.services
 
@@ -387,32 +437,72 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     del items, jobs  # the seeding's own data must not hide or inflate the worker's memory figure
     gc.collect()
 
-    run_id = "bench-" + datetime.now(UTC).strftime("%H%M%S")
-    started = time.monotonic()
-    state = dispatch_audit(run_id, container.bindings, container.task_queue, deps.runs, services.now, exchanges=NAMES)
-    print(f"dispatched {state.tasks_total} tasks in {time.monotonic() - started:.1f} s", flush=True)
+    spread = container.settings.audit_spread_ips
+    run_ids: list[str] = []
+    ticks_left = 24 if args.mode == "rolling" else 0
+    if args.mode == "rolling":
+        rolling = deps.rolling
+        assert rolling is not None
+        start = services.now()  # the day's ticks follow: each dispatches one hourly slot
+        assert rolling.ticks.claim(f"{TICK_RUN_PREFIX}start", None, now=start, lease_seconds=0.0)
+        rolling.ticks.advance(f"{TICK_RUN_PREFIX}start", start)
+    else:
+        run_id = "bench-" + datetime.now(UTC).strftime("%H%M%S")
+        started = time.monotonic()
+        state = dispatch_audit(
+            run_id,
+            container.bindings,
+            container.task_queue,
+            deps.runs,
+            services.now,
+            exchanges=NAMES,
+            egress_ips=spread,
+        )
+        run_ids.append(run_id)
+        print(f"dispatched {state.tasks_total} tasks in {time.monotonic() - started:.1f} s", flush=True)
+
+    def next_tick() -> None:
+        """Rolling: the clock keyhealth reads moves an hour on and the dispatcher runs that tick."""
+        nonlocal ticks_left
+        virtual[0] += 3600.0
+        ticks_left -= 1
+        run_id = f"{TICK_RUN_PREFIX}{24 - ticks_left:02d}"
+        outcome = dispatch_tick(
+            run_id, container.bindings, container.task_queue, deps, exchanges=NAMES, egress_ips=spread
+        )
+        if outcome.state is not None:
+            run_ids.append(run_id)
+
+    def running_low() -> bool:
+        """Some exchange has less than 4 s of work queued (its bound over every IP): time for the next tick."""
+        return any(sqs.pending([queues[e, ip] for ip in egress]) < 4 * bounds[e.value] * len(egress) for e in Exchange)
 
     stop = threading.Event()
     memory: list[tuple[int, float]] = []
 
-    def invocation_loop(exchange: Exchange) -> None:
-        url = queues[exchange]
-        arn = f"arn:aws:sqs:{REGION}:000000000000:bench-audit-{exchange.value}"
-        while not stop.is_set():
-            # Short polls and a client-side pause: moto's long polling spins inside its server, and
-            # nine idle pollers would take the CPU the audit's own AWS calls need.
-            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                stop.wait(0.25)
-                continue
-            deliver_batch(
-                sqs, url, arn, messages, lambda event: worker.lambda_handler(event, _Context()), region=REGION
-            )
+    def invocation_loop(exchange: Exchange, egress_ip: str) -> None:
+        url = queues[exchange, egress_ip]
+        arn = f"arn:aws:sqs:{REGION}:000000000000:bench-audit-{exchange.value}-{egress.index(egress_ip)}"
+        with wiring.scoped(workers[egress_ip]):  # this IP's worker: its budget, circuit and source address
+            while not stop.is_set():
+                # Short polls and a client-side pause: moto's long polling spins inside its server, and
+                # nine idle pollers would take the CPU the audit's own AWS calls need.
+                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+                if not messages:
+                    stop.wait(0.25)
+                    continue
+                deliver_batch(
+                    sqs, url, arn, messages, lambda event: worker.lambda_handler(event, _Context()), region=REGION
+                )
 
+    # As many pollers per exchange as with one IP, spread over the IPs (at least one each): moto serves the
+    # audit's DynamoDB calls from one process, and more concurrent transactions only make it retry.
+    per_ip = max(1, -(-args.invocations // len(egress)))
     threads = [
-        threading.Thread(target=invocation_loop, args=(exchange,), daemon=True)
+        threading.Thread(target=invocation_loop, args=(exchange, ip), daemon=True)
         for exchange in Exchange
-        for _ in range(args.invocations)
+        for ip in egress
+        for _ in range(per_ip)
     ]
     audit_started = time.monotonic()
     for thread in threads:
@@ -420,8 +510,11 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
     total = sum(counts.values())
     next_report = audit_started + 10
     while True:
+        if ticks_left and running_low():
+            next_tick()
         time.sleep(0.5)
-        run = deps.runs.load(run_id)
+        states = [deps.runs.load(r) for r in run_ids]
+        finished = not ticks_left and all(s is not None and s.finished for s in states)
         done = sum(len(v) for v in checks.values())
         if time.monotonic() >= next_report:
             rss = current_rss_mib()
@@ -431,7 +524,7 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
                 flush=True,
             )
             next_report += 10
-        if run and run.finished:
+        if finished:
             break
         if time.monotonic() - audit_started > 3600:
             raise RuntimeError("the audit did not finish within an hour")
@@ -443,11 +536,10 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
 
     sims_pipe.send("stats")
     stats = sims_pipe.recv()
-    summary = json.loads(
-        dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "RUN"}})["Item"]["summary"][
-            "S"
-        ]
-    )
+    summary_counts: collections.Counter[str] = collections.Counter()
+    for run_id in run_ids:  # one run, or one per tick
+        item = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "RUN"}})["Item"]
+        summary_counts.update(json.loads(item["summary"]["S"])["counts"])
     # The budget is per window, aligned on the epoch as the exchanges' are: a run that starts
     # mid-window gets that window's whole budget. The rate is therefore measured over the whole
     # windows between the first and the last check (the partial ones at both ends are left out).
@@ -462,39 +554,66 @@ def _bench(args, counts, urls, bounds, sims_pipe, moto_port) -> dict[str, Any]:
         window_of[exchange.value] = plan.pool(scarcest).window_seconds * args.window_scale
     figures: dict[str, Any] = {
         "bindings": total,
-        "share": args.share,
+        "mode": args.mode,
+        "ticks": len(run_ids) if args.mode == "rolling" else None,
+        "egress_ips": list(egress),
+        "share_per_ip": args.share,
         "window_scale": args.window_scale,
         "latency_ms": [args.latency[0] * 1000, args.latency[1] * 1000],
         "elapsed_seconds": round(elapsed, 1),
-        "summary_counts": summary["counts"],
+        "summary_counts": dict(summary_counts),
         "exchanges": {},
+        "per_ip": {},
+        "full_pass_hours_1m": {},
         "worker_rss_mib": [[n, round(m, 1)] for n, m in memory],
     }
     print()
-    print(f"{'exchange':<9} {'checks':>7} {'checks/s':>9} {'bound/s':>8} {'ratio':>6} {'429':>5} {'418':>5}")
+    head = ("exchange", "egress", "checks", "checks/s", "bound/s", "ratio", "429", "418")
+    print("{:<9} {:<10} {:>7} {:>9} {:>8} {:>6} {:>5} {:>5}".format(*head))
     for exchange in Exchange:
-        times = sorted(checks[exchange.value])
-        rate = whole_window_rate(times, window_of[exchange.value], epoch_offset)
-        sim_stats = stats[exchange.value]
-        too_many = sim_stats.get("http_429", 0)
-        banned = sim_stats.get("http_418", 0)
+        name, window = exchange.value, window_of[exchange.value]
+        per_ip: dict[str, dict[str, Any]] = {}
+        for ip in egress:
+            times = sorted(checks[name, ip])
+            rate = whole_window_rate(times, window, epoch_offset)
+            per_ip[ip] = {
+                "checks": len(times),
+                "checks_per_second": round(rate, 2),
+                "bound_per_second": round(bounds[name], 2),
+                "ratio": round(rate / bounds[name], 3),
+            }
+            print(f"{name:<9} {ip:<10} {len(times):>7} {rate:>9.2f} {bounds[name]:>8.2f} {rate / bounds[name]:>6.3f}")
+        times = sorted(t for ip in egress for t in checks[name, ip])
+        rate = whole_window_rate(times, window, epoch_offset)
+        bound = bounds[name] * len(egress)
+        sim_stats = stats[name]
+        too_many, banned = sim_stats.get("http_429", 0), sim_stats.get("http_418", 0)
         row = {
             "checks": len(times),
             "checks_per_second": round(rate, 2),
-            "bound_per_second": round(bounds[exchange.value], 2),
-            "ratio": round(rate / bounds[exchange.value], 3),
+            "bound_per_second": round(bound, 2),
+            "ratio": round(rate / bound, 3),
             "http_429": too_many,
             "http_418": banned,
             "throttled": too_many + banned,
         }
-        figures["exchanges"][exchange.value] = row
+        figures["exchanges"][name] = row
+        figures["per_ip"][name] = per_ip
+        # The windows are scaled, the requests per second are real: at the production share each IP checks
+        # (measured per-IP rate) x (0.5 / this share) keys a second.
+        per_ip_rate = sum(r["checks_per_second"] for r in per_ip.values()) / len(per_ip) * PRODUCTION_SHARE / args.share
+        figures["full_pass_hours_1m"][name] = round(1_000_000 / (per_ip_rate * len(egress)) / 3600, 2)
         print(
-            f"{exchange.value:<9} {row['checks']:>7} {row['checks_per_second']:>9.2f} {row['bound_per_second']:>8.2f} "
-            f"{row['ratio']:>6.3f} {too_many:>5} {banned:>5}"
+            f"{name:<9} {'all':<10} {row['checks']:>7} {row['checks_per_second']:>9.2f} "
+            f"{row['bound_per_second']:>8.2f} {row['ratio']:>6.3f} {too_many:>5} {banned:>5}"
         )
     first, last = memory[0], memory[-1]
     print(f"\nworker process RSS: {first[1]:.0f} MiB after {first[0]} checks, {last[1]:.0f} MiB after {last[0]}")
-    print(f"summary: {summary['counts']}")
+    print(f"summary: {dict(summary_counts)}")
+    print(
+        f"a full pass over 1,000,000 bindings per exchange, {len(egress)} IP(s) at share {PRODUCTION_SHARE}: "
+        + ", ".join(f"{n} {h} h" for n, h in figures["full_pass_hours_1m"].items())
+    )
     return figures
 
 

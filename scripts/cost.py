@@ -132,7 +132,7 @@ ASSUMPTIONS: dict[str, float] = {
     "worker_concurrency": 10,  # checks in flight per worker invocation (AUDIT_CONCURRENCY): their waits overlap
     "wire_overhead_bytes_per_request": 600,  # TCP/IP and TLS framing per request and answer, not seen in HTTP
     "lambda_platform_log_bytes_per_invocation": 350,  # Lambda's START, END and REPORT lines
-    "nat_gateways": 1,  # NatGateways=single (per-az: 2)
+    "nat_gateways": 1,  # EgressIpCount=1 (one NAT gateway per egress IP)
     "custom_metrics": 35,  # KeyChecks by exchange and outcome, and the audit's run metrics
     "hours_per_month": 730,
     "xray_reservoir_traces_per_month": 2_592_000,  # the default sampling rule: 1 trace a second, then 5%
@@ -1252,8 +1252,9 @@ def render_markdown(snapshot: dict[str, Any]) -> str:
     for store in STORES:
         out += [f"### `CredentialStore={store}`", "", *table(*cost_rows(snapshot, store)), ""]
     out += [
-        "With `NatGateways=per-az` add a second NAT gateway and Elastic IP; with `AwsInterfaceEndpoints=true` the "
-        "interface endpoints (arithmetic in [deploy.md](deploy.md#the-egress-addresses-users-whitelist)). SNS email "
+        "With `EgressIpCount` above 1 add a NAT gateway and Elastic IP per extra IP; with "
+        "`AwsInterfaceEndpoints=true` the interface endpoints (arithmetic in "
+        "[deploy.md](deploy.md#the-egress-addresses-users-whitelist)). SNS email "
         "deliveries are $2 per 100,000 beyond the first 1,000. The audit's run at 1M bindings is described in "
         "[audit.md](audit.md#1000000-bindings-on-paper).",
         "",

@@ -208,17 +208,44 @@ FUNCTIONS = {
 IN_VPC = {"BindFunction", "VerifyFunction", "AuditWorkerFunction"}
 
 
+EGRESS_CONDITIONS = {"EgressIps2": 2, "EgressIps3": 3, "EgressIps4": 4}  # condition -> the least EgressIpCount
+
+
+def with_egress_ips(node: Any, count: int) -> Any:
+    """`node` as CloudFormation resolves the EgressIpCount conditions for `count` (the others stay as they are)."""
+    if isinstance(node, list):
+        return [with_egress_ips(item, count) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Fn::If"} and node["Fn::If"][0] in EGRESS_CONDITIONS:
+        condition, when_true, when_false = node["Fn::If"]
+        return with_egress_ips(when_true if count >= EGRESS_CONDITIONS[condition] else when_false, count)
+    return {key: with_egress_ips(value, count) for key, value in node.items()}
+
+
 @cache
-def cfn() -> dict[str, Any]:
-    return translate({"SlackWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbCdEf"})
+def cfn(egress_ips: int = 1) -> dict[str, Any]:
+    """The translated template, as deployed with EgressIpCount=`egress_ips` (its resources and values)."""
+    template = translate(
+        {
+            "SlackWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbCdEf",
+            "EgressIpCount": str(egress_ips),
+        }
+    )
+    kept = {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource.get("Condition") not in EGRESS_CONDITIONS or egress_ips >= EGRESS_CONDITIONS[resource["Condition"]]
+    }
+    return with_egress_ips({**template, "Resources": kept}, egress_ips)
 
 
-def resources(kind: str | None = None) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in cfn()["Resources"].items() if kind is None or v["Type"] == kind}
+def resources(kind: str | None = None, egress_ips: int = 1) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in cfn(egress_ips)["Resources"].items() if kind is None or v["Type"] == kind}
 
 
-def props(logical_id: str) -> dict[str, Any]:
-    return cfn()["Resources"][logical_id]["Properties"]
+def props(logical_id: str, egress_ips: int = 1) -> dict[str, Any]:
+    return cfn(egress_ips)["Resources"][logical_id]["Properties"]
 
 
 def show(value: Any) -> str:
@@ -375,21 +402,83 @@ def test_only_the_functions_that_call_exchanges_run_in_the_private_subnets():
         assert config["SecurityGroupIds"] == [{"Ref": "FunctionSecurityGroup"}]
 
 
-def test_private_subnets_leave_through_nat_gateways_with_retained_elastic_ips():
-    assert props("PrivateDefaultRouteA")["NatGatewayId"] == {"Ref": "NatGatewayA"}
-    assert props("PrivateDefaultRouteB")["NatGatewayId"] == {
-        "Fn::If": ["NatPerAz", {"Ref": "NatGatewayB"}, {"Ref": "NatGatewayA"}]
+LETTERS = "ABCD"  # egress IP n is EgressIp<letter>, NatGateway<letter>, PrivateSubnet<letter>, its worker's queues
+
+
+def worker_of(n: int) -> str:
+    return "AuditWorkerFunction" if n == 1 else f"AuditWorker{LETTERS[n - 1]}Function"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_each_egress_ip_is_its_own_nat_gateway_with_a_retained_elastic_ip_and_a_private_subnet_routed_to_it(count):
+    nats = {n: r for n, r in resources("AWS::EC2::NatGateway", count).items()}
+    assert sorted(nats) == [f"NatGateway{LETTERS[i]}" for i in range(count)]
+    for i in range(count):
+        letter = LETTERS[i]
+        nat, eip = props(f"NatGateway{letter}", count), f"EgressIp{letter}"
+        assert nat["AllocationId"] == {"Fn::GetAtt": [eip, "AllocationId"]}
+        assert nat["SubnetId"] == {"Ref": f"PublicSubnet{'AB'[i % 2]}"}  # alternating AZs
+        assert cfn(count)["Resources"][eip]["DeletionPolicy"] == "Retain"
+        assert cfn(count)["Resources"][eip]["UpdateReplacePolicy"] == "Retain"
+    routes = {
+        props(name, count)["RouteTableId"]["Ref"]: props(name, count)["NatGatewayId"]["Ref"]
+        for name in resources("AWS::EC2::Route", count)
+        if name.startswith("PrivateDefaultRoute")
     }
-    for nat, eip, subnet in (
-        ("NatGatewayA", "EgressIpA", "PublicSubnetA"),
-        ("NatGatewayB", "EgressIpB", "PublicSubnetB"),
-    ):
-        assert props(nat)["AllocationId"] == {"Fn::GetAtt": [eip, "AllocationId"]}
-        assert props(nat)["SubnetId"] == {"Ref": subnet}
-        assert cfn()["Resources"][eip]["DeletionPolicy"] == "Retain"
-        assert cfn()["Resources"][eip]["UpdateReplacePolicy"] == "Retain"
-    assert cfn()["Resources"]["NatGatewayB"]["Condition"] == "NatPerAz"
-    assert cfn()["Conditions"]["NatPerAz"] == {"Fn::Equals": [{"Ref": "NatGateways"}, "per-az"]}
+    subnets = max(count, 2)  # with one IP, both AZs' subnets leave through it
+    assert routes == {
+        f"PrivateRouteTable{LETTERS[i]}": f"NatGateway{LETTERS[min(i, count - 1)]}" for i in range(subnets)
+    }
+    azs = {name: props(name, count)["AvailabilityZone"] for name in resources("AWS::EC2::Subnet", count)}
+    assert len([n for n in azs if n.startswith("PrivateSubnet")]) == subnets
+    blocks = [props(name, count)["CidrBlock"]["Fn::Select"][0] for name in resources("AWS::EC2::Subnet", count)]
+    assert len(set(blocks)) == len(blocks)  # no two subnets share a /20
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_each_audit_worker_is_pinned_to_its_ips_subnet_drains_its_queues_and_spends_its_budget(count):
+    for n in range(1, count + 1):
+        worker, letter = props(worker_of(n), count), LETTERS[n - 1]
+        subnets = worker["VpcConfig"]["SubnetIds"]
+        if count == 1:
+            assert subnets == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]  # both leave from the one IP
+        else:
+            assert subnets == [{"Ref": f"PrivateSubnet{letter}"}]
+        assert worker["Environment"]["Variables"]["AUDIT_EGRESS_IP"] == {"Ref": f"EgressIp{letter}"}
+        suffix = "" if n == 1 else letter
+        queues = {
+            ev["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+            for ev in cfn(count)["Resources"].values()
+            if ev["Type"] == "AWS::Lambda::EventSourceMapping"
+            and ev["Properties"]["FunctionName"] == {"Ref": worker_of(n)}
+        }
+        assert queues == {f"AuditQueue{x}{suffix}" for x in ("Binance", "Bitget", "Bingx")}
+        assert worker["Role"] == {"Fn::GetAtt": ["AuditWorkerRole", "Arn"]}
+    assert worker_of(count + 1) not in cfn(count)["Resources"]
+    # the API functions may leave from any IP: every private subnet
+    for function in ("BindFunction", "VerifyFunction"):
+        assert props(function, count)["VpcConfig"]["SubnetIds"] == [
+            {"Ref": f"PrivateSubnet{LETTERS[i]}"} for i in range(max(count, 2))
+        ]
+
+
+def test_with_three_egress_ips_the_roles_reach_every_ips_queues_and_logs_and_nothing_more():
+    worker = {s["Sid"]: s for s in props("AuditWorkerRole", 3)["Policies"][0]["PolicyDocument"]["Statement"]}
+    queue_arns = sorted(show(r) for r in worker["AuditTasks"]["Resource"])
+    expected = sorted(f"AuditQueue{x}{s}.Arn" for x in ("Binance", "Bitget", "Bingx") for s in ("", "B", "C"))
+    assert queue_arns == expected
+    assert sorted(show(r) for r in worker["Logs"]["Resource"]) == sorted(
+        ["AuditWorkerLogGroup.Arn", "AuditWorkerBLogGroup.Arn", "AuditWorkerCLogGroup.Arn"]
+    )
+    dispatcher = {s["Sid"]: s for s in props("AuditDispatcherRole", 3)["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert sorted(show(r) for r in dispatcher["AuditTasks"]["Resource"]) == expected
+    variables = props("AuditDispatcherFunction", 3)["Environment"]["Variables"]
+    assert variables["AUDIT_QUEUE_URL_BITGET"] == {
+        "Fn::Join": [",", [{"Ref": "AuditQueueBitget"}, {"Ref": "AuditQueueBitgetB"}, {"Ref": "AuditQueueBitgetC"}]]
+    }
+    alarms = resources("AWS::CloudWatch::Alarm", 3)
+    assert {"AuditWorkerBErrorsAlarm", "AuditWorkerCErrorsAlarm"} <= set(alarms)
+    assert "AuditWorkerDErrorsAlarm" not in alarms
 
 
 def test_functions_security_group_allows_https_out_and_nothing_in():
@@ -418,13 +507,13 @@ def test_interface_endpoints_are_optional():
         assert cfn()["Resources"][name]["Condition"] == "WithInterfaceEndpoints"
 
 
-def test_egress_ips_reach_the_functions_and_the_outputs():
-    expected = {
-        "Fn::If": ["NatPerAz", {"Fn::Join": [",", [{"Ref": "EgressIpA"}, {"Ref": "EgressIpB"}]]}, {"Ref": "EgressIpA"}]
-    }
-    assert cfn()["Outputs"]["EgressIps"]["Value"] == expected
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_every_egress_ip_reaches_the_functions_and_the_outputs(count):
+    refs = [{"Ref": f"EgressIp{LETTERS[i]}"} for i in range(count)]
+    expected = refs[0] if count == 1 else {"Fn::Join": [",", refs]}
+    assert cfn(count)["Outputs"]["EgressIps"]["Value"] == expected
     for name in FUNCTIONS:
-        assert props(name)["Environment"]["Variables"]["EGRESS_IPS"] == expected
+        assert props(name, count)["Environment"]["Variables"]["EGRESS_IPS"] == expected
     assert "EgressIps" not in cfn()["Parameters"]
 
 
@@ -557,7 +646,7 @@ def test_the_credential_store_switches_no_resource():
     credentials go. So the kms translation is the default's, and no condition depends on the parameter."""
     assert "CredentialStore" not in json.dumps(cfn()["Conditions"])
     slack = {"SlackWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack-AbCdEf"}
-    assert translate({**slack, "CredentialStore": "kms"}) == cfn()
+    assert translate({**slack, "CredentialStore": "kms"}) == translate({**slack, "EgressIpCount": "1"})
 
 
 def test_lint_template_renders_the_kms_variant_with_only_that_default_changed(tmp_path: Path):
