@@ -241,6 +241,7 @@ class Container:
             plans=plans,
             clock=env.clock,
             max_wait_seconds=config.audit_max_wait_seconds,
+            egress_ip=config.audit_egress_ip or None,
             rolling=self._rolling(dynamodb) if config.audit_mode == "rolling" else None,
         )
 

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from keyhealth.adapters.http_transport import HttpxTransport
+from keyhealth.adapters.http_transport import HttpxTransport, new_http_client
+from keyhealth.audit.model import EGRESS_OUTCOMES, with_egress_outcome
+from keyhealth.bindings.model import Binding
 from keyhealth.domain.credentials import Credentials, KeyType, Secret
 from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.model import Scope, Status
+from keyhealth.exchanges import binance as binance_module
 from keyhealth.exchanges.binance import BinanceAdapter
 from simulators.base import DemoKey, Fault
 from simulators.binance import BinanceSimulator, seed_demo
-from tests.conftest import EGRESS_IP
+from tests.conftest import EGRESS_IP, SECOND_EGRESS_IP
 from tests.support.clock import FakeClock
 
 START = 1_800_000_000.0
@@ -242,3 +247,90 @@ def test_canary_secret_never_leaks(serve, egress_client, all_logs) -> None:
         assert CANARY not in text
         for body in pem_bodies:
             assert body not in text
+
+
+# ----------------------------------------------------------- per-IP outcomes (Binance hides the whitelist)
+def test_a_key_rejected_from_one_egress_ip_that_answered_from_another_is_ip_whitelist_incomplete(
+    serve, egress_client
+) -> None:
+    # Given a restricted key that lists only the first egress IP, and workers leaving from both
+    clock = FakeClock(START)
+    sim = BinanceSimulator(clock=clock)
+    key = sim.add_key("W" * 64, uid=8, secret=CANARY, ip_whitelist=(EGRESS_IP,), enable_futures=True)
+    url = serve(sim)
+    both = (EGRESS_IP, SECOND_EGRESS_IP)
+    first = BinanceAdapter(
+        transport=HttpxTransport(egress_client), base_url=url, futures_base_url=url, egress_ips=both, clock=clock
+    )
+    with new_http_client(source_address=SECOND_EGRESS_IP, connect_timeout=1.0, read_timeout=1.0) as client:
+        second = BinanceAdapter(
+            transport=HttpxTransport(client), base_url=url, futures_base_url=url, egress_ips=both[::-1], clock=clock
+        )
+        credentials = Credentials(key.api_key, Secret(CANARY))
+        binding = stored_binding()
+        ui = binance_module.SPEC.ui
+        # When the audit checks it from the first IP (it answers: Binance shows no whitelist, nothing to say)
+        answered = first.check(credentials, [Scope.SPOT], thorough=False).report
+        report, outcomes = with_egress_outcome(binding, answered, EGRESS_IP, ui)
+        assert (report.status, report.codes, report.ip_whitelist) == (Status.HEALTHY, [], None)
+        binding = replace(binding, extra={EGRESS_OUTCOMES: outcomes})
+        # and the next day from the second, which Binance refuses with its ambiguous -2015
+        clock.now += 86_400
+        refused = second.check(credentials, [Scope.SPOT], thorough=False).report
+        assert refused.codes == ["key_rejected"]
+        report, outcomes = with_egress_outcome(binding, refused, SECOND_EGRESS_IP, ui)
+    # Then the report names exactly the missing IP, in Binance's words, instead of a vague rejection
+    assert (report.status, report.codes) == (Status.FAILING, ["ip_whitelist_incomplete"])
+    finding = report.findings[0]
+    assert SECOND_EGRESS_IP in finding.message
+    assert EGRESS_IP not in finding.message
+    assert finding.remedy.startswith(
+        f"Add {SECOND_EGRESS_IP} to the key's IP whitelist on Binance (Account, API Management"
+    )
+    assert set(outcomes) == {EGRESS_IP, SECOND_EGRESS_IP}
+    # and when the first IP checks it again, the key still lacks the second: still reported
+    binding = replace(binding, extra={EGRESS_OUTCOMES: outcomes})
+    clock.now += 86_400
+    again, _ = with_egress_outcome(
+        binding, first.check(credentials, [Scope.SPOT], thorough=False).report, EGRESS_IP, ui
+    )
+    assert again.codes == ["ip_whitelist_incomplete"]
+    # a week after the second IP's refusal, with no check from it since, it is forgotten
+    clock.now += 7 * 86_400
+    later, _ = with_egress_outcome(
+        binding, first.check(credentials, [Scope.SPOT], thorough=False).report, EGRESS_IP, ui
+    )
+    assert later.codes == []
+
+
+def test_a_key_rejected_from_every_egress_ip_stays_key_rejected(serve, egress_client) -> None:
+    clock = FakeClock(START)
+    sim = BinanceSimulator(clock=clock)
+    sim.add_key("X" * 64, uid=9, secret=CANARY, ip_whitelist=("203.0.113.99",))
+    url = serve(sim)
+    checker = BinanceAdapter(
+        transport=HttpxTransport(egress_client), base_url=url, futures_base_url=url, egress_ips=[EGRESS_IP], clock=clock
+    )
+    refused = checker.check(Credentials("X" * 64, Secret(CANARY)), [Scope.SPOT], thorough=False).report
+    report, outcomes = with_egress_outcome(stored_binding(), refused, EGRESS_IP, binance_module.SPEC.ui)
+    assert report.codes == ["key_rejected"]
+    assert outcomes == {EGRESS_IP: {"ok": False, "at": outcomes[EGRESS_IP]["at"]}}
+
+
+def stored_binding() -> Binding:
+    now = datetime.fromtimestamp(START, UTC)
+    return Binding(
+        binding_id="bnd_01JWHITELIST",
+        tenant="123456789012:role/platform",
+        user_id="u-1",
+        exchange="binance",
+        label=None,
+        key_type=KeyType.HMAC,
+        api_key_masked="WWWW...WWWW",
+        api_key_hash="0" * 64,
+        scopes=(Scope.SPOT,),
+        status=Status.HEALTHY,
+        created_at=now,
+        updated_at=now,
+        secret_id="keyhealth/bnd_01JWHITELIST",
+    )

@@ -8,13 +8,14 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from hashlib import blake2b
 from typing import Any
 
 from keyhealth.bindings.model import Binding
-from keyhealth.domain.exchange import ExchangeName
-from keyhealth.domain.model import FindingCode, Report, Severity, Status, format_time
+from keyhealth.domain.exchange import ExchangeName, ExchangeUi
+from keyhealth.domain.findings import make_finding
+from keyhealth.domain.model import FindingCode, Report, Severity, Status, format_time, parse_time
 from keyhealth.notify import model as alerts
 from keyhealth.notify.model import Alert
 
@@ -192,6 +193,42 @@ def assess(before: Binding, report: Report, now: datetime, *, exchange_name: str
             )
         )
     return result
+
+
+# ------------------------------------------------------------------- per-IP outcomes
+#: Binding.extra key: the last outcome of a check from each egress IP ({ip: {"ok": bool, "at": time}}).
+EGRESS_OUTCOMES = "egress_outcomes"
+#: How long an outcome counts: the audit moves each binding one IP further a day, so with up to 4 IPs every
+#: IP has checked it within 4 days; a week keeps one missed day from forgetting what an IP found.
+EGRESS_MEMORY = timedelta(days=7)
+_REJECTIONS = frozenset({FindingCode.KEY_REJECTED.value, FindingCode.IP_NOT_WHITELISTED.value})
+
+
+def with_egress_outcome(
+    before: Binding, report: Report, egress_ip: str | None, ui: ExchangeUi
+) -> tuple[Report, dict[str, dict[str, Any]] | None]:
+    """The report and the binding's per-IP outcomes after a check from `egress_ip`, for an exchange that
+    hides a key's whitelist (Binance: `ip_whitelist` is never known). A key the exchange rejected from one
+    egress IP while it answered from another within EGRESS_MEMORY lacks those IPs on its whitelist, so the
+    report says `ip_whitelist_incomplete` naming them (instead of the ambiguous `key_rejected`: the key
+    exists, another IP proved it). None: nothing to remember (one IP, a revealed whitelist, no answer)."""
+    if egress_ip is None or report.ip_whitelist is not None or report.status is Status.UNKNOWN:
+        return report, None
+    rejected = bool(_REJECTIONS & set(report.codes))
+    accepted = report.permissions.read is True
+    if not (rejected or accepted):
+        return report, None
+    now = report.checked_at
+    outcomes = {ip: dict(o) for ip, o in (before.extra.get(EGRESS_OUTCOMES) or {}).items()}
+    outcomes[egress_ip] = {"ok": accepted and not rejected, "at": format_time(now)}
+    recent = {ip: o for ip, o in outcomes.items() if (at := parse_time(o.get("at"))) and now - at <= EGRESS_MEMORY}
+    missing = sorted(ip for ip, o in recent.items() if not o.get("ok"))
+    if not missing or not any(o.get("ok") for o in recent.values()):
+        return report, outcomes
+    findings = [f for f in report.findings if f.code.value not in _REJECTIONS]
+    detail = "The key answered from another of the platform's egress IPs, so it exists: these IPs are missing."
+    findings.append(make_finding(FindingCode.IP_WHITELIST_INCOMPLETE, ui, missing_ips=missing, detail=detail))
+    return replace(report, findings=tuple(findings)), outcomes
 
 
 #: Binding.extra key: how the run that checked the binding last had found it (see `as_found_by`).

@@ -8,14 +8,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from typing import Any, TypeVar
 
 from keyhealth.audit.model import (
+    EGRESS_OUTCOMES,
     NEWLY_FAILING_LISTED,
     Assessment,
     AuditTask,
@@ -28,6 +29,7 @@ from keyhealth.audit.model import (
     marked,
     release,
     summarise,
+    with_egress_outcome,
 )
 from keyhealth.audit.ports import (
     BindingSource,
@@ -118,6 +120,7 @@ class AuditDeps:
     record_backoff: Backoff = RECORD_BACKOFF
     finalize_lease_seconds: float = FINALIZE_LEASE_SECONDS
     rolling: RollingDeps | None = None  # AUDIT_MODE=rolling: the ticks' state and schedule
+    egress_ip: str | None = None  # the IP this worker's calls leave from (AUDIT_EGRESS_IP), if it is pinned to one
 
 
 @dataclass
@@ -408,7 +411,9 @@ def audit_one(task: AuditTask, deps: AuditDeps) -> Assessment | None:
         # Our own pacing was off (or other traffic shares the IP): check this key again later
         # rather than count it unknown.
         raise _Retry(max(result.retry_after or 0.0, plan.default_backoff_seconds), "throttled")
-    return _record(deps, binding, result.report, task.run_id)
+    ui = services.checkers[binding.exchange].spec.ui
+    report, outcomes = with_egress_outcome(binding, result.report, task.egress_ip or deps.egress_ip, ui)
+    return _record(deps, binding, report, task.run_id, extra={EGRESS_OUTCOMES: outcomes} if outcomes else None)
 
 
 def _update_circuit(deps: AuditDeps, plan: RatePlan, state: CircuitState, result: CheckResult) -> None:
@@ -442,8 +447,11 @@ def _unasked_report(exchange: ExchangeName, code: str | None, services: Services
     )
 
 
-def _record(deps: AuditDeps, binding: Binding, report: Report, run_id: str) -> Assessment:
-    """Store the check's outcome with optimistic locking; a concurrent write is re-read once.
+def _record(
+    deps: AuditDeps, binding: Binding, report: Report, run_id: str, *, extra: Mapping[str, Any] | None = None
+) -> Assessment:
+    """Store the check's outcome with optimistic locking; a concurrent write is re-read once. `extra`:
+    Binding.extra entries to store with it (the per-IP outcomes).
 
     The check is assessed against the binding as this run found it (`as_found_by`): a second
     check in the same run, after a first one stored but never recorded, sees the same transition.
@@ -454,6 +462,8 @@ def _record(deps: AuditDeps, binding: Binding, report: Report, run_id: str) -> A
         found = as_found_by(binding, run_id)
         assessment = assess(found, report, services.now(), exchange_name=exchange_name)
         assessment.binding = marked(assessment.binding, found, run_id, version=binding.version + 1)
+        if extra:
+            assessment.binding = replace(assessment.binding, extra={**assessment.binding.extra, **extra})
         try:
             services.bindings.save(assessment.binding, previous=binding)
             return assessment
