@@ -54,7 +54,7 @@ def _load(text: str, json_template: bool) -> dict[str, Any]:
     return document
 
 
-def _yaml_with_default(text: str, name: str, value: str) -> str:
+def _yaml_with_default(text: str, name: str, value: str | int) -> str:
     """`text` with the Default line of parameter `name` (top-level Parameters, two-space indent) set to
     `value`, or added under the parameter's name; every other line is kept as it is."""
     section = re.search(r"^Parameters:[ \t]*\n(?P<body>(?:(?:[ \t].*)?\n)*)", text, re.MULTILINE)
@@ -88,13 +88,15 @@ def render(template: Path, parameters: dict[str, str], output: Path) -> None:
         allowed = declared[name].get("AllowedValues")
         if allowed is not None and value not in [str(a) for a in allowed]:
             raise SystemExit(f"{template}: {name}={value} is not one of its AllowedValues {allowed}")
-        declared[name]["Default"] = value
+        # A parameter whose AllowedValues are numbers (EgressIpCount) gets a number: cfn-lint compares types.
+        typed = allowed is not None and all(isinstance(a, int) and not isinstance(a, bool) for a in allowed)
+        declared[name]["Default"] = int(value) if typed else value
     if json_template:
         rendered = json.dumps(expected, indent=1, sort_keys=True) + "\n"
     else:
         rendered = text
-        for name, value in parameters.items():
-            rendered = _yaml_with_default(rendered, name, value)
+        for name in parameters:
+            rendered = _yaml_with_default(rendered, name, declared[name]["Default"])
     if _load(rendered, json_template) != expected:
         raise SystemExit(f"{template}: rendering {parameters} changed more than those Defaults")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -663,6 +663,12 @@ def test_lint_template_renders_the_kms_variant_with_only_that_default_changed(tm
     translated.write_text(json.dumps(cfn()))
     render(translated, {"CredentialStore": "kms"}, translated)
     assert json.loads(translated.read_text())["Parameters"]["CredentialStore"]["Default"] == "kms"
+    variant = tmp_path / "template-variant.yaml"
+    render(TEMPLATE, {"CredentialStore": "kms", "EgressIpCount": "3"}, variant)
+    changed = [b for a, b in zip(before, variant.read_text().splitlines(), strict=True) if a != b]
+    assert changed == ["    Default: 3", '    Default: "kms"']  # a number stays a number (cfn-lint E2015)
+    with pytest.raises(SystemExit, match="AllowedValues"):
+        render(TEMPLATE, {"EgressIpCount": "5"}, tmp_path / "no.yaml")
     with pytest.raises(SystemExit, match="AllowedValues"):
         render(TEMPLATE, {"CredentialStore": "dynamodb"}, tmp_path / "no.yaml")
     with pytest.raises(SystemExit, match="no parameter"):
