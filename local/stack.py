@@ -7,7 +7,9 @@
 - the local API (local/gateway.py) on http://127.0.0.1:3000 (KEYHEALTH_PORT), invoking the real
   handlers with API Gateway events;
 - outbound exchange calls leave from a loopback source address (KEYHEALTH_EGRESS_SOURCE, default
-  127.0.0.2), which GET /egress-ips reports and the simulators see as the peer;
+  127.0.0.2), which GET /egress-ips reports and the simulators see as the peer; with
+  KEYHEALTH_EGRESS_SOURCES=127.0.0.2,127.0.0.3 (up to 4) one audit worker leaves from each, with its
+  own queues and rate budget, as a stack deployed with EgressIpCount does;
 - an alert sink printing every SNS message as its email text, and an audit worker loop delivering
   the per-exchange queues' messages to the worker handler as Lambda's SQS event source would.
 
@@ -27,9 +29,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from local.gateway import DEFAULT_PRINCIPAL, PRINCIPAL_HEADER, LocalApi
@@ -88,7 +90,9 @@ class LocalConfig:
     port: int = 3000
     moto_port: int = 0
     simulator_ports: dict[str, int] = field(default_factory=dict)
-    egress_source: str = DEFAULT_EGRESS
+    #: Loopback addresses outbound calls leave from, one audit worker each (KEYHEALTH_EGRESS_SOURCES), as a
+    #: deployed stack has one NAT gateway and worker per egress IP; bind and verify leave from the first.
+    egress_sources: tuple[str, ...] = (DEFAULT_EGRESS,)
     egress_ips: str = DEFAULT_EGRESS
     external_urls: dict[str, str] = field(default_factory=dict)  # the *_BASE_URL variables that are set
     log_level: str = "WARNING"
@@ -106,7 +110,10 @@ class LocalConfig:
                 raise StackError(f"{name} must be a port number (0 for a free one), got {raw!r}")
             return int(raw)
 
-        egress = env.get("KEYHEALTH_EGRESS_SOURCE", "").strip() or DEFAULT_EGRESS
+        sources = tuple(s.strip() for s in env.get("KEYHEALTH_EGRESS_SOURCES", "").split(",") if s.strip())
+        sources = sources or (env.get("KEYHEALTH_EGRESS_SOURCE", "").strip() or DEFAULT_EGRESS,)
+        if len(sources) > 4:
+            raise StackError(f"KEYHEALTH_EGRESS_SOURCES takes at most 4 addresses (EgressIpCount), got {len(sources)}")
         store = env.get("CREDENTIAL_STORE", "").strip().lower() or "secretsmanager"
         if store not in ("secretsmanager", "kms"):
             raise StackError(f"CREDENTIAL_STORE must be secretsmanager or kms, got {store!r}")
@@ -115,8 +122,8 @@ class LocalConfig:
             port=port("KEYHEALTH_PORT", 3000),
             moto_port=port("KEYHEALTH_MOTO_PORT", 0),
             simulator_ports={name: port(f"KEYHEALTH_{name.upper()}_PORT", 0) for name in exchanges()},
-            egress_source=egress,
-            egress_ips=env.get("EGRESS_IPS", "").strip() or egress,
+            egress_sources=sources,
+            egress_ips=env.get("EGRESS_IPS", "").strip() or ",".join(sources),
             external_urls={
                 name: env[name].strip()
                 for variables in exchanges().values()
@@ -125,6 +132,11 @@ class LocalConfig:
             },
             log_level=env.get("KEYHEALTH_LOG_LEVEL", "").strip().upper() or "WARNING",
         )
+
+    @property
+    def egress_source(self) -> str:
+        """Where bind, verify and the first audit worker's calls leave from."""
+        return self.egress_sources[0]
 
 
 def check_egress_source(address: str) -> None:
@@ -192,14 +204,14 @@ class Resources:
     credentials_table: str
     credentials_key_arn: str
     topic_arn: str
-    queue_urls: dict[str, str]  # exchange -> audit queue URL
-    queue_arns: dict[str, str]
+    queue_urls: dict[str, tuple[str, ...]]  # exchange -> its audit queues, one per egress source
+    queue_arns: dict[str, tuple[str, ...]]
     alert_queue_url: str
     notes: list[str]
 
 
-def provision(session: Any) -> Resources:
-    """The stack's data resources, from template.yaml's own definitions."""
+def provision(session: Any, egress_count: int = 1) -> Resources:
+    """The stack's data resources, from template.yaml's own definitions (`egress_count` queues per exchange)."""
     dynamodb, kms, sns, sqs = (session.client(s) for s in ("dynamodb", "kms", "sns", "sqs"))
     table, idempotency = f"{NAME_PREFIX}bindings", f"{NAME_PREFIX}idempotency"
     create_table(dynamodb, "BindingsTable", table)
@@ -218,19 +230,22 @@ def provision(session: Any) -> Resources:
         return f"{NAME_PREFIX}{logical_id}"
 
     notes: list[str] = []
-    queue_urls: dict[str, str] = {}
+    queue_urls: dict[str, tuple[str, ...]] = {}
     for exchange in exchanges():
-        logical_id = audit_queue_id(exchange)
-        if has_resource(logical_id) and resource(logical_id)["Type"] == "AWS::SQS::Queue":
-            queue_urls[exchange] = create_queue(sqs, logical_id, name_of=name_of, queues=arns)
-        else:
+        urls = []
+        for index in range(egress_count):
+            logical_id = audit_queue_id(exchange, index)
+            if has_resource(logical_id) and resource(logical_id)["Type"] == "AWS::SQS::Queue":
+                urls.append(create_queue(sqs, logical_id, name_of=name_of, queues=arns))
+                continue
             attributes = {"VisibilityTimeout": FALLBACK_VISIBILITY_SECONDS}
             url = sqs.create_queue(QueueName=name_of(logical_id), Attributes=attributes)["QueueUrl"]
-            queue_urls[exchange] = url
+            urls.append(url)
             arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
                 "QueueArn"
             ]
             notes.append(logical_id)
+        queue_urls[exchange] = tuple(urls)
     if notes:
         notes = [
             f"template.yaml declares no {', '.join(notes)}: created queues of those names with "
@@ -248,7 +263,9 @@ def provision(session: Any) -> Resources:
         credentials_key_arn=credentials_key_arn,
         topic_arn=topic_arn,
         queue_urls=queue_urls,
-        queue_arns={exchange: arns[audit_queue_id(exchange)] for exchange in queue_urls},
+        queue_arns={
+            exchange: tuple(arns[audit_queue_id(exchange, i)] for i in range(egress_count)) for exchange in queue_urls
+        },
         alert_queue_url=alert_queue,
         notes=notes,
     )
@@ -261,9 +278,10 @@ def exchanges() -> dict[str, tuple[str, ...]]:
     return {spec.name: tuple(base.variable for base in spec.base_urls) for spec in SPECS}
 
 
-def audit_queue_id(exchange: str) -> str:
-    """The template's logical id of an exchange's audit queue (AuditQueueBinance, AuditQueueBingx)."""
-    return f"AuditQueue{exchange.title()}"
+def audit_queue_id(exchange: str, egress_index: int = 0) -> str:
+    """The template's logical id of an exchange's audit queue for egress IP `egress_index` + 1
+    (AuditQueueBinance, AuditQueueBingx; the second IP's AuditQueueBinanceB, ...)."""
+    return f"AuditQueue{exchange.title()}{'' if egress_index == 0 else 'ABCD'[egress_index]}"
 
 
 def start_simulators(config: LocalConfig, stack: ExitStack) -> tuple[dict[str, str], dict[str, str], list[DemoKey]]:
@@ -277,7 +295,7 @@ def start_simulators(config: LocalConfig, stack: ExitStack) -> tuple[dict[str, s
             continue
         module = simulator_module(name)
         simulator = module.SIMULATOR()
-        keys.extend(module.seed_demo(simulator, config.egress_source))
+        keys.extend(module.seed_demo(simulator, config.egress_source, other_egress_ips=config.egress_sources[1:]))
         try:
             server = SimulatorServer(simulator, port=config.simulator_ports.get(name, 0))
         except OSError as error:
@@ -305,7 +323,7 @@ def keyhealth_environment(config: LocalConfig, resources: Resources, base_urls: 
         "STACK_NAME": "keyhealth-local",
         "EGRESS_IPS": config.egress_ips,
         "KEYHEALTH_EGRESS_SOURCE": config.egress_source,
-        **{f"AUDIT_QUEUE_URL_{exchange.upper()}": url for exchange, url in resources.queue_urls.items()},
+        **{f"AUDIT_QUEUE_URL_{exchange.upper()}": ",".join(urls) for exchange, urls in resources.queue_urls.items()},
         **base_urls,
         "POWERTOOLS_SERVICE_NAME": "keyhealth",
         "POWERTOOLS_METRICS_NAMESPACE": "keyhealth",
@@ -317,16 +335,26 @@ def keyhealth_environment(config: LocalConfig, resources: Resources, base_urls: 
 class AuditLoop:
     """Delivers each audit queue's messages to the worker handler, as Lambda's SQS event source
     does: batches of 10, messages named in batchItemFailures stay (their visibility is what the
-    worker set), the others are deleted. One poller per queue."""
+    worker set), the others are deleted. One poller per queue; with several egress sources, the pollers
+    of source n run the worker on `workers[n]` (its AUDIT_EGRESS_IP and source address), as each deployed
+    worker runs in its own NAT gateway's subnet."""
 
-    def __init__(self, sqs: Any, resources: Resources, invoke: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        resources: Resources,
+        invoke: Callable[[dict[str, Any]], dict[str, Any]],
+        workers: Sequence[Any] = (),
+    ) -> None:
         self._sqs = sqs
         self._resources = resources
         self._invoke = invoke
+        self._workers = list(workers)
         self._stop = threading.Event()
         self._threads = [
-            threading.Thread(target=self._poll, args=(exchange,), name=f"audit-{exchange}", daemon=True)
-            for exchange in resources.queue_urls
+            threading.Thread(target=self._poll, args=(exchange, index), name=f"audit-{exchange}-{index}", daemon=True)
+            for exchange, urls in resources.queue_urls.items()
+            for index in range(len(urls))
         ]
 
     def start(self) -> AuditLoop:
@@ -339,8 +367,17 @@ class AuditLoop:
         for thread in self._threads:
             thread.join(timeout=3)
 
-    def _poll(self, exchange: str) -> None:
-        url, arn = self._resources.queue_urls[exchange], self._resources.queue_arns[exchange]
+    def _poll(self, exchange: str, index: int) -> None:
+        if index < len(self._workers):
+            from keyhealth import wiring
+
+            with wiring.scoped(self._workers[index]):
+                self._poll_queue(exchange, index)
+        else:
+            self._poll_queue(exchange, index)
+
+    def _poll_queue(self, exchange: str, index: int) -> None:
+        url, arn = self._resources.queue_urls[exchange][index], self._resources.queue_arns[exchange][index]
         while not self._stop.is_set():
             try:
                 messages = self._sqs.receive_message(
@@ -519,9 +556,14 @@ def start_screen(
         variable = variables[0]
         where = simulated.get(name) or f"{config.external_urls[variable]}  (from {variable}: not simulated)"
         out.append(f"  {name:<12} {where}")
-    out.append(f"  egress       {config.egress_source} (EGRESS_IPS={config.egress_ips}): keys must whitelist this")
+    out.append(
+        f"  egress       {', '.join(config.egress_sources)} (EGRESS_IPS={config.egress_ips}): keys must whitelist "
+        + ("this" if len(config.egress_sources) == 1 else "every one (a worker leaves from each)")
+    )
     out.append(f"  table        {resources.table}   topic {resources.topic_arn}")
-    out.append(f"  queues       {', '.join(u.rsplit('/', 1)[-1] for u in resources.queue_urls.values())}")
+    out.append(
+        f"  queues       {', '.join(u.rsplit('/', 1)[-1] for urls in resources.queue_urls.values() for u in urls)}"
+    )
     out += [f"  note         {note}" for note in resources.notes]
     out.append(f"  principal    {DEFAULT_PRINCIPAL} unless the request sends {PRINCIPAL_HEADER}")
     out.append("")
@@ -578,14 +620,15 @@ def start_screen(
 
 def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
-    check_egress_source(config.egress_source)
+    for source in config.egress_sources:
+        check_egress_source(source)
     with ExitStack() as stack:
         moto_url = stack.enter_context(moto_server(config.moto_port))
         apply_aws_environment(moto_url)
         import boto3  # after AWS_ENDPOINT_URL is set
 
         session = boto3.session.Session(region_name=REGION)
-        resources = provision(session)
+        resources = provision(session, len(config.egress_sources))
         base_urls, simulated, keys = start_simulators(config, stack)
         os.environ.update(keyhealth_environment(config, resources, base_urls))
 
@@ -604,7 +647,7 @@ def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop:
         add_local_routes(api, resources, sink, keys, session.client("dynamodb"))
         # Import the handlers now, so the first request does not pay for it.
         api.functions.preload([r.module for r in api.routes] + [DISPATCHER, WORKER])
-        loop = AuditLoop(sqs, resources, lambda event: api.functions.invoke(WORKER, event))
+        loop = AuditLoop(sqs, resources, lambda event: api.functions.invoke(WORKER, event), egress_workers(config))
         stack.callback(sink.stop)
         stack.callback(loop.stop)
         stack.callback(api.stop)
@@ -622,6 +665,26 @@ def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop:
         say("\nStopping keyhealth local stack...")
     say("Stopped.")
     return 0
+
+
+def egress_workers(config: LocalConfig) -> list[Any]:
+    """With several egress sources, one worker composition per source: its AUDIT_EGRESS_IP (the n-th of
+    EGRESS_IPS) and its source address. With one, none: the worker runs on the process's composition."""
+    if len(config.egress_sources) < 2:
+        return []
+    from keyhealth import wiring
+    from keyhealth.config import settings
+
+    base = settings()
+    if len(base.egress_ips) != len(config.egress_sources):
+        raise StackError(
+            f"EGRESS_IPS lists {len(base.egress_ips)} addresses for {len(config.egress_sources)} "
+            "KEYHEALTH_EGRESS_SOURCES: one per source (leave EGRESS_IPS unset to use the sources)"
+        )
+    return [
+        wiring.Container(wiring.Environment(settings=replace(base, audit_egress_ip=ip, egress_source_address=source)))
+        for ip, source in zip(base.egress_ips, config.egress_sources, strict=True)
+    ]
 
 
 class StopRequested(BaseException):

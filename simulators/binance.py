@@ -38,7 +38,7 @@ import hmac
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -487,7 +487,7 @@ def public_pem(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
     )
 
 
-def seed_demo(sim: BinanceSimulator, egress_ip: str) -> list[DemoKey]:
+def seed_demo(sim: BinanceSimulator, egress_ip: str, *, other_egress_ips: Sequence[str] = ()) -> list[DemoKey]:
     """Accounts and keys covering every per-key outcome keyhealth reports for Binance.
 
     Expected codes are what a check from `egress_ip` with the key's scopes should report.
@@ -518,7 +518,8 @@ def seed_demo(sim: BinanceSimulator, egress_ip: str) -> list[DemoKey]:
             sim.add_key(key, uid=uid, secret=secret, **settings)
         demo.append(DemoKey("binance", label, key, given_secret or secret, scopes, status, codes))
 
-    whitelisted = {"ip_whitelist": (egress_ip,)}
+    # Binance shows no key its whitelist: with the stack's other egress IPs, the restricted keys list them all.
+    whitelisted = {"ip_whitelist": (egress_ip, *other_egress_ips)}
     hmac_key("healthy", ("spot", "futures"), "healthy", (), enable_futures=True, **whitelisted)
     hmac_key(
         "withdraw-enabled",

@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from keyhealth.audit.model import egress_for
+
 ROOT = Path(__file__).resolve().parents[3]
 READY_TIMEOUT = 40.0
 PRINCIPAL_HEADER = "X-Keyhealth-Principal"
@@ -430,3 +432,39 @@ def test_the_local_stack_runs_on_the_kms_store_and_secrets_manager_stays_empty()
         assert item["binding_id"]["S"] == binding_id
         assert healthy["api_secret"] not in json.dumps(item, default=str)
         assert kms_stack.cli("--principal", PLATFORM, "unbind", binding_id).returncode == 0
+
+
+def test_the_local_stack_runs_a_worker_per_egress_source_and_shows_a_key_lacking_one():
+    """`KEYHEALTH_EGRESS_SOURCES=127.0.0.2,127.0.0.3 make run` (GitHub issue 12): both addresses are egress IPs;
+    a Bitget key that whitelisted only the first is refused with `ip_whitelist_incomplete` naming the second;
+    the audit checks the bound keys from both addresses, each worker with its own queues."""
+    with running_stack(KEYHEALTH_EGRESS_SOURCES="127.0.0.2,127.0.0.3") as two:
+        ips = httpx.get(f"{two.url}/v1/egress-ips", headers={"X-Keyhealth-Principal": PLATFORM}).json()
+        assert ips == {"egress_ips": ["127.0.0.2", "127.0.0.3"], "planned": []}
+        partial = two.demo_key("bitget", "one-egress-ip-of-several")
+        assert partial["expected_codes"] == ["ip_whitelist_incomplete"]
+        refused = two.cli(
+            "--principal", PLATFORM, "--json", "bind", "--user-id", "u-ips", "--exchange", "bitget",
+            "--scopes", "spot,futures", "--api-key", partial["api_key"],
+            KEYHEALTH_API_SECRET=partial["api_secret"], KEYHEALTH_PASSPHRASE=partial["passphrase"],
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stderr + refused.stdout
+        [finding] = json.loads(refused.stdout)["report"]["findings"]
+        assert finding["code"] == "ip_whitelist_incomplete"
+        assert "127.0.0.3" in finding["message"]
+        bound = []
+        for exchange, label in (("binance", "healthy"), ("bitget", "healthy"), ("bingx", "healthy spot and futures")):
+            key = two.demo_key(exchange, label)
+            body = {"user_id": "u-ips", "exchange": exchange, "api_key": key["api_key"], "scopes": key["scopes"]}
+            body |= {"api_secret": key["api_secret"]} | ({"passphrase": key["passphrase"]} if key["passphrase"] else {})
+            answer = httpx.post(f"{two.url}/v1/bindings", json=body, headers={"X-Keyhealth-Principal": PLATFORM})
+            assert answer.status_code == 201, answer.text
+            bound.append(answer.json()["binding"]["binding_id"])
+        audited = two.cli("--json", "audit", "--wait", "60")
+        assert audited.returncode == 0, audited.stderr + two.output()[-2000:]
+        day = int(time.time() // 86_400)
+        for binding_id in bound:
+            got = httpx.get(f"{two.url}/v1/bindings/{binding_id}", headers={"X-Keyhealth-Principal": PLATFORM}).json()
+            # checked by the worker of the IP the dispatcher named for it today, which reports its own address
+            assert got["last_report"]["egress_ip"] == egress_for(binding_id, ("127.0.0.2", "127.0.0.3"), day)
+            assert got["status"] == "healthy"
