@@ -116,6 +116,9 @@ class ExchangeSimulator:
         self.latency = latency
         self.window_scale = window_scale
         self.fault: Fault | None = None
+        #: Peers refused outright (TCP peer address -> HTTP status: 451 a restricted location, 403 a WAF
+        #: block, 418 a ban), as an exchange refuses one egress IP while it serves the others.
+        self.blocked_peers: dict[str, int] = {}
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
@@ -141,6 +144,10 @@ class ExchangeSimulator:
         self.stats["requests"] += 1
         if self.fault is Fault.RESET:
             return None
+        if (status := self.blocked_peers.get(request.peer_ip)) is not None:
+            self.stats[f"http_{status}"] += 1
+            self.stats[f"blocked:{request.peer_ip}"] += 1
+            return SimResponse(status, b"Forbidden", {"Content-Type": "text/plain"})
         response = self.handle(request)
         self.stats[f"http_{response.status}"] += 1
         return response

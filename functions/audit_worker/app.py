@@ -7,6 +7,9 @@ the others are deleted. A task failing every time reaches the dead-letter queue.
 Redeliveries are safe: a run counts each binding once (a task it has recorded is not checked
 again), and a run whose finaliser died is finalised by the batch that comes back after the
 queue's visibility timeout (the invocation fails when finalising fails).
+
+The same function is the egress canary of its IP: its schedule's `{"source": "keyhealth.canary"}` event
+asks each exchange's public time endpoint from this worker's subnet (keyhealth.canary).
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from typing import Any
 
 from keyhealth.audit.model import AuditTask
 from keyhealth.audit.usecases import audit_batch
+from keyhealth.canary.usecases import run_canary
 from keyhealth.domain.errors import StorageAdapterError
-from keyhealth.observability import emit_run_metrics, entry_point, logger
+from keyhealth.observability import emit_run_metrics, entry_point, logger, record_canary
 from keyhealth.wiring import container
+
+CANARY_SOURCE = "keyhealth.canary"
 
 
 @entry_point()
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if isinstance(event, dict) and event.get("source") == CANARY_SOURCE:
+        return _canary()
     records = event.get("Records", [])
     tasks, failures = [], []
     for record in records:
@@ -48,3 +56,17 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         extra={"done": outcome.done, "duplicates": outcome.duplicates, "retried": len(outcome.retry)},
     )
     return {"batchItemFailures": failures}
+
+
+def _canary() -> dict[str, Any]:
+    wired = container()
+    egress_ip = wired.settings.egress_ips_from_here[0] if wired.settings.egress_ips_from_here else "unknown"
+    states = run_canary(
+        egress_ip,
+        wired.checkers,
+        wired.canary_store,
+        wired.services.alerts,
+        wired.environment.now,
+        record=record_canary,
+    )
+    return {"egress_ip": egress_ip, "down": sorted(s.exchange for s in states if s.down)}

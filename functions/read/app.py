@@ -19,6 +19,7 @@ from keyhealth.api.responses import BindingList, BindingOut, EgressIps
 from keyhealth.api.rules import USER_ID_PATTERN
 from keyhealth.bindings.model import ListQuery
 from keyhealth.bindings.usecases import list_bindings, load_binding
+from keyhealth.canary.usecases import egress_canary
 from keyhealth.domain.model import Status
 from keyhealth.exchanges.registry import Exchange
 from keyhealth.observability import logger
@@ -73,8 +74,13 @@ def get_bindings(
 )
 def egress_ips():
     tenant_of(app)
-    config = container().settings
-    body = {"egress_ips": list(config.egress_ips), "planned": [p.to_dict() for p in config.planned_egress_ips]}
+    wired = container()
+    config = wired.settings
+    body = {
+        "egress_ips": list(config.egress_ips),
+        "planned": [p.to_dict() for p in config.planned_egress_ips],
+        "canary": egress_canary(wired.canary_store),
+    }
     return json_response(200, EgressIps, body)
 
 

@@ -21,9 +21,10 @@ from keyhealth.audit.ports import CircuitState, NotSent, RunState, TaskDone, Tic
 from keyhealth.audit.rolling import WindowIncident
 from keyhealth.bindings.model import Binding, ListQuery, Page
 from keyhealth.bindings.ports import BINDING_ID_TAG, TENANT_TAG, StoredCredential
+from keyhealth.canary.ports import CanaryState
 from keyhealth.domain.credentials import Credentials
 from keyhealth.domain.errors import AlreadyBound, ConcurrentUpdate, StorageAdapterError
-from keyhealth.domain.exchange import CheckResult, ExchangeName, ExchangeSpec
+from keyhealth.domain.exchange import CheckResult, ExchangeName, ExchangeSpec, Probe
 from keyhealth.domain.model import Scope
 from keyhealth.exchanges.registry import spec
 from keyhealth.notify.model import Alert
@@ -325,6 +326,7 @@ class FakeChecker:
         self.results = list(results)
         self.calls: list[dict[str, Any]] = []
         self.checked: list[Credentials] = []
+        self.probes: list[Probe] = []  # the egress canary's answers, in turn (the last repeats); none: up
 
     @property
     def spec(self) -> ExchangeSpec:
@@ -341,6 +343,11 @@ class FakeChecker:
         self.calls.append({"scopes": tuple(scopes), "thorough": thorough, "identify_account": identify_account})
         self.checked.append(credentials)
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+    def probe(self) -> Probe:
+        if not self.probes:
+            return Probe(self.exchange, True, 42.0, clock_offset_ms=3)
+        return self.probes.pop(0) if len(self.probes) > 1 else self.probes[0]
 
 
 # ------------------------------------------------------------------------------- audit
@@ -578,3 +585,28 @@ class FakeTicks(Faults):
             return False
         self.summaries.add(day)
         return True
+
+
+# ---------------------------------------------------------------------------- canary
+class FakeCanaryStore(Faults):
+    """The canary's last results, with the adapter's guarantee: a save over a result read before another
+    canary's save is refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: dict[tuple[str, str], CanaryState] = {}
+
+    def last(self, egress_ip: str, exchange: ExchangeName) -> CanaryState | None:
+        self._call("last")
+        return self.states.get((egress_ip, exchange))
+
+    def save(self, state: CanaryState, *, previous: CanaryState | None) -> bool:
+        self._call("save")
+        if self.states.get((state.egress_ip, state.exchange)) != previous:
+            return False
+        self.states[state.egress_ip, state.exchange] = state
+        return True
+
+    def all(self) -> list[CanaryState]:
+        self._call("all")
+        return list(self.states.values())

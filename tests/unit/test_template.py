@@ -307,6 +307,7 @@ def test_every_function_has_its_own_role_and_no_role_is_generated():
     roles = set(resources("AWS::IAM::Role"))
     assert roles == set(FUNCTIONS.values()) | {
         "AuditSchedulerRole",
+        "CanarySchedulerRole",
         "OrphanSweeperSchedulerRole",
         "ApiGatewayCloudWatchRole",
     }
@@ -776,6 +777,26 @@ def evaluate(condition: Any, parameters: dict[str, str]) -> Any:
     if name == "Fn::And":
         return all(evaluate(a, parameters) for a in arg)
     raise AssertionError(name)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_each_egress_ip_has_a_canary_schedule_invoking_its_worker_with_a_role_that_may_invoke_only_the_workers(
+    count,
+):
+    schedules = {
+        n: props(n, count) for n in resources("AWS::Scheduler::Schedule", count) if n.startswith("EgressCanary")
+    }
+    assert sorted(schedules) == [f"EgressCanary{LETTERS[i]}" for i in range(count)]
+    for i in range(count):
+        schedule = schedules[f"EgressCanary{LETTERS[i]}"]
+        assert schedule["Target"]["Arn"] == {"Fn::GetAtt": [worker_of(i + 1), "Arn"]}
+        assert schedule["Target"]["RoleArn"] == {"Fn::GetAtt": ["CanarySchedulerRole", "Arn"]}
+        assert schedule["ScheduleExpression"] == {"Fn::Sub": "rate(${CanaryMinutes} minutes)"}
+        assert json.loads(schedule["Target"]["Input"])["source"] == "keyhealth.canary"  # the worker's canary branch
+    [policy] = props("CanarySchedulerRole", count)["Policies"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == [{"Fn::GetAtt": [worker_of(i + 1), "Arn"]} for i in range(count)]
 
 
 def test_schedule_targets_the_dispatcher_with_a_role_that_may_invoke_only_it():

@@ -146,11 +146,11 @@ class Settings:
                 f"AUDIT_EGRESS_IP must be one of EGRESS_IPS ({', '.join(egress)}), got {audit_egress_ip!r}"
             )
         for name in NAMES:
-            urls = [u for u in text(f"AUDIT_QUEUE_URL_{name.upper()}").split(",") if u.strip()]
-            if len(urls) > 1 and len(urls) != len(egress):
+            queues = [u for u in text(f"AUDIT_QUEUE_URL_{name.upper()}").split(",") if u.strip()]
+            if len(queues) > 1 and len(queues) != len(egress):
                 raise ConfigError(
                     f"AUDIT_QUEUE_URL_{name.upper()} must list one queue, or one per egress IP ({len(egress)}), "
-                    f"got {len(urls)}"
+                    f"got {len(queues)}"
                 )
         mode = text("AUDIT_MODE", "nightly").lower() or "nightly"
         if mode not in AUDIT_MODES:

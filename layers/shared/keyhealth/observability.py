@@ -7,10 +7,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+if TYPE_CHECKING:
+    from keyhealth.canary.ports import CanaryState
 
 SERVICE = "keyhealth"
 NAMESPACE = "keyhealth"
@@ -93,3 +96,17 @@ def record_check(exchange: str, status: str) -> None:
         default_dimensions={"exchange": exchange, "outcome": status},
     ):
         pass
+
+
+def record_canary(state: CanaryState) -> None:
+    """One egress canary probe, by exchange and egress IP: its latency, the exchange's clock offset, up or not."""
+    dimensions = {"exchange": state.exchange, "egress_ip": state.egress_ip}
+    figures = [
+        ("CanaryUp", MetricUnit.Count, 0.0 if state.down else 1.0),
+        ("CanaryLatency", MetricUnit.Milliseconds, state.latency_ms),
+    ]
+    if state.clock_offset_ms is not None:
+        figures.append(("CanaryClockOffset", MetricUnit.Milliseconds, float(state.clock_offset_ms)))
+    for name, unit, value in figures:
+        with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE, default_dimensions=dimensions):
+            pass

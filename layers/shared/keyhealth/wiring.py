@@ -30,6 +30,7 @@ from keyhealth.domain.http import HttpTransport
 
 if TYPE_CHECKING:
     from keyhealth.adapters.dynamodb_bindings import DynamoBindingRepository
+    from keyhealth.adapters.dynamodb_canary import DynamoCanaryStore
     from keyhealth.adapters.routed_credentials import RoutedCredentialStore
     from keyhealth.adapters.slack_webhook import SlackWebhook
     from keyhealth.adapters.sqs_audit_tasks import SqsRedelivery, SqsTaskQueue
@@ -257,6 +258,12 @@ class Container:
             incident_window=timedelta(minutes=config.audit_incident_window_minutes),
             summary_at=dt_time(config.audit_summary_hour, 0),
         )
+
+    @cached_property
+    def canary_store(self) -> DynamoCanaryStore:
+        from keyhealth.adapters.dynamodb_canary import DynamoCanaryStore
+
+        return DynamoCanaryStore(self.aws("dynamodb"), self.settings.table_name)
 
     @cached_property
     def task_queue(self) -> SqsTaskQueue:

@@ -89,10 +89,23 @@ class PlannedIpOut(_Out):
     effective_at: str  # YYYY-MM-DD (UTC): keys must whitelist `ip` before this day
 
 
+class CanaryOut(_Out):
+    """The egress canary's last call of an exchange's public time endpoint from one egress IP."""
+
+    ok: bool
+    code: str | None = None  # why not: egress_blocked (451, 403, 418), timeout, exchange_unavailable, rate_limited
+    latency_ms: float
+    clock_offset_ms: int | None = None  # the exchange's clock minus ours
+    checked_at: str
+    down_since: str | None = None  # set while the exchange refuses or does not answer this IP
+
+
 class EgressIps(_Out):
     egress_ips: list[str]
     #: announced egress IPs (PlannedEgressIps): add them before their day, keeping the current ones
     planned: list[PlannedIpOut] = []
+    #: {egress IP: {exchange: the canary's last result}}; empty until the canary has run
+    canary: dict[str, dict[str, CanaryOut]] = {}
 
 
 # ---------------------------------------------------------------------------------- errors

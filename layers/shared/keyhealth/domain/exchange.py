@@ -81,6 +81,24 @@ class ExchangeChecker(Protocol):
         thorough: bool = True,
     ) -> CheckResult: ...
 
+    def probe(self) -> Probe:
+        """Ask the exchange's public time endpoint, from this process's egress IP; never raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One call of an exchange's public server-time endpoint (no key, negligible weight): whether it
+    answered, how fast, and how far its clock is from ours; `code` says why not (egress_blocked: a 451,
+    403 or 418; timeout; exchange_unavailable)."""
+
+    exchange: ExchangeName
+    ok: bool
+    latency_ms: float
+    clock_offset_ms: int | None = None  # the exchange's clock minus ours
+    code: str | None = None
+    http_status: int | None = None
+
 
 @dataclass(frozen=True)
 class CheckerContext:

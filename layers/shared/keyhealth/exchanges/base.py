@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from keyhealth.domain.credentials import Credentials
-from keyhealth.domain.exchange import CheckResult, ExchangeSpec, ExchangeUi
+from keyhealth.domain.exchange import CheckResult, ExchangeSpec, ExchangeUi, Probe
 from keyhealth.domain.findings import make_finding
 from keyhealth.domain.http import (
     HttpRequest,
@@ -231,6 +231,26 @@ class ExchangeAdapter(ABC):
     def _server_time_ms(self) -> int:
         """The exchange's clock, from its public time endpoint."""
 
+    def probe(self) -> Probe:
+        """The egress canary's call: the public server-time endpoint, timed. A 403 counts as a block here
+        (a WAF or an IP ban on an unsigned call the exchange never refuses otherwise)."""
+        self._local.probing = True
+        before = self._clock()
+        status: int | None = None
+        try:
+            server_ms = self._server_time_ms()
+        except CheckAborted as stop:
+            return Probe(self.spec.name, False, (self._clock() - before) * 1000, code=stop.finding.code.value)
+        except Exception as error:  # an answer we cannot read: down, as far as the canary can tell
+            status = getattr(error, "http_status", None)
+            code = FindingCode.EGRESS_BLOCKED if status == 403 else FindingCode.EXCHANGE_UNAVAILABLE
+            return Probe(self.spec.name, False, (self._clock() - before) * 1000, code=code.value, http_status=status)
+        finally:
+            self._local.probing = False
+        after = self._clock()
+        offset = server_ms - int((before + after) / 2 * 1000)
+        return Probe(self.spec.name, True, (after - before) * 1000, clock_offset_ms=offset)
+
     def now_ms(self) -> int:
         """Our clock corrected by the offset last measured against the exchange."""
         return int(self._clock() * 1000) + self._offset_ms
@@ -247,6 +267,8 @@ class ExchangeAdapter(ABC):
         except TransportFailure:
             raise self._abort(FindingCode.EXCHANGE_UNAVAILABLE, detail="The connection failed.") from None
         status = response.status_code
+        if status == 403 and getattr(self._local, "probing", False):
+            raise self._abort(FindingCode.EGRESS_BLOCKED, detail="The exchange refuses the egress IP (HTTP 403).")
         if status in self.TRANSIENT_HTTP or status >= 500:
             code = self.TRANSIENT_HTTP.get(status, FindingCode.EXCHANGE_UNAVAILABLE)
             retry_after = retry_after_seconds(response.header("Retry-After"), self._clock())

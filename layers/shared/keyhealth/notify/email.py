@@ -54,6 +54,12 @@ def subject(message: AlertMessage) -> str:
                 f"keyhealth: {_shown(message.exchange)} binding {_shown(message.binding_id)} trading rights lapse "
                 f"in {_shown(message.days_left)} days"
             )
+        case Incident() if message.egress_ip is not None:
+            state = "RECOVERED" if message.recovered_at else "INCIDENT"
+            text = (
+                f"keyhealth: {state} {_shown(message.exchange)} {_shown(message.code)} from egress IP "
+                f"{_shown(message.egress_ip)}"
+            )
         case Incident():
             text = (
                 f"keyhealth: INCIDENT {_shown(message.exchange)} {_shown(message.code)}: {_shown(message.count)} "
@@ -172,6 +178,8 @@ def _trading_expiring(message: TradingExpiring) -> list[str]:
 
 
 def _incident(message: Incident) -> list[str]:
+    if message.egress_ip is not None:
+        return _egress_incident(message)
     lines = [
         f"{_shown(message.count)} of {_shown(message.total)} {_shown(message.exchange)} bindings checked in audit "
         f"{_shown(message.run_id)} ({_percent(message.share)}) came back {_shown(message.code)}."
@@ -183,6 +191,24 @@ def _incident(message: Incident) -> list[str]:
         "",
         f"What to do: {message.remedy}",
         "Individual alerts for these bindings were folded into this one.",
+    ]
+
+
+def _egress_incident(message: Incident) -> list[str]:
+    if message.recovered_at:
+        return [
+            f"{_shown(message.exchange)} answers the egress IP {_shown(message.egress_ip)} again "
+            f"(down since {_shown(message.detected_at)}, recovered {_shown(message.recovered_at)}).",
+            "",
+            "Nothing to do; the audit's checks from this IP go on.",
+        ]
+    return [
+        f"{_shown(message.exchange)} refuses or does not answer the egress IP {_shown(message.egress_ip)} "
+        f"({_shown(message.code)}), seen by the egress canary at {_shown(message.detected_at)}: the audit's checks "
+        "from this IP will come back unknown until it answers again; the other IPs go on.",
+        f"Likely cause: {message.likely_cause}." if message.likely_cause else "",
+        "",
+        f"What to do: {message.remedy}",
     ]
 
 

@@ -312,6 +312,9 @@ class Incident:
     remedy: str = ""  # empty: INCIDENT_REMEDIES' for the code
     #: The rolling audit judges the checks of the last this many minutes, not one run's (None: a whole run).
     window_minutes: int | None = None
+    #: The egress canary's: the egress IP the exchange refuses, and when it answered again (None: still down).
+    egress_ip: str | None = None
+    recovered_at: str | None = None
 
     def __post_init__(self) -> None:
         if not self.remedy:
@@ -334,6 +337,8 @@ class Incident:
         body["remedy"] = self.remedy
         if self.window_minutes is not None:
             body["window_minutes"] = self.window_minutes
+        if self.egress_ip is not None:
+            body.update(egress_ip=self.egress_ip, recovered_at=self.recovered_at)
         return body
 
     @classmethod
@@ -351,6 +356,8 @@ class Incident:
             exchange_name=_name(body.get("exchange_name")),
             remedy=_str(body, "remedy") or "",
             window_minutes=_int(body, "window_minutes"),
+            egress_ip=_str(body, "egress_ip"),
+            recovered_at=_str(body, "recovered_at"),
         )
 
 
@@ -669,6 +676,8 @@ def incident(body: dict[str, Any]) -> Alert:
     """Many bindings of one exchange failed the same way in one audit run (the audit's incident body;
     its remedy is added here)."""
     message = Incident.from_body(body)
+    if message.recovered_at is not None:  # the egress canary's all-clear
+        return Alert.of(message, severity="info", exchange=str(message.exchange), status="healthy")
     return Alert.of(message, severity="critical", exchange=str(message.exchange), status="failing")
 
 

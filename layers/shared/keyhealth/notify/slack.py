@@ -275,6 +275,8 @@ def _expiring(message: TradingExpiring, names: Names) -> tuple[str, list[dict[st
 
 def _incident(message: Incident, names: Names) -> tuple[str, list[dict[str, Any]]]:
     exchange = _exchange_name(message.exchange, message.exchange_name, names)
+    if message.egress_ip is not None:
+        return _egress_incident(message, exchange)
     code, count, total = _or(message.code, "?"), _or(message.count, "?"), _or(message.total, "?")
     title = f"Incident: {count} of {total} {exchange} keys failing with {code}"
     blocks = [
@@ -289,6 +291,30 @@ def _incident(message: Incident, names: Names) -> tuple[str, list[dict[str, Any]
             ]
         ),
         _context([f"Detected {_escape(message.detected_at or 'at an unknown time')}", "keyhealth"]),
+    ]
+    return title, blocks
+
+
+def _egress_incident(message: Incident, exchange: str) -> tuple[str, list[dict[str, Any]]]:
+    ip, code = _or(message.egress_ip, "?"), _or(message.code, "?")
+    if message.recovered_at:
+        title = f"{exchange} answers egress IP {ip} again"
+        text = f"Down since {_escape(_or(message.detected_at, '?'))}, recovered {_escape(message.recovered_at)}."
+        emoji = ":white_check_mark:"
+    else:
+        title = f"Incident: {exchange} refuses egress IP {ip} ({code})"
+        text = (
+            f"The egress canary sees {_escape(exchange)} refusing or not answering {_code(ip)}: the audit's checks "
+            "from this IP come back unknown until it answers again; the other IPs go on."
+            + (f"\n*Likely cause:* {_escape(message.likely_cause)}" if message.likely_cause else "")
+            + f"\n*What to do:* {_escape(message.remedy)}"
+        )
+        emoji = ":rotating_light:"
+    blocks = [
+        _header(f"{emoji} {title}"),
+        _section(text),
+        *_fields([("Exchange", _escape(exchange)), ("Egress IP", _code(ip)), ("Code", _code(code))]),
+        _context([f"Detected {_escape(message.detected_at or 'at an unknown time')}", "keyhealth egress canary"]),
     ]
     return title, blocks
 
