@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from keyhealth_cli import migrate
+from keyhealth_cli import doctor, migrate
 from keyhealth_cli.api import PRINCIPAL_HEADER, Answer, ApiClient, default_api_url
 from keyhealth_cli.errors import EXIT_OF_STATUS, OK, UNKNOWN, CliError, exit_of_http
 from keyhealth_cli.render import describe_binding, describe_report, error_line, progress, render_summary, table
@@ -315,6 +315,7 @@ def build_parser() -> Parser:
     audit.set_defaults(run=cmd_audit)
 
     migrate.add_command(command)
+    doctor.add_command(command)
     return parser
 
 

@@ -97,6 +97,7 @@ class LocalConfig:
     external_urls: dict[str, str] = field(default_factory=dict)  # the *_BASE_URL variables that are set
     log_level: str = "WARNING"
     credential_store: str = "secretsmanager"  # CREDENTIAL_STORE: where new credentials go
+    canary_seconds: float = 300.0  # KEYHEALTH_CANARY_SECONDS: the egress canary's period (0: off)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LocalConfig:
@@ -109,6 +110,16 @@ class LocalConfig:
             if not raw.isdigit() or int(raw) > 65535:
                 raise StackError(f"{name} must be a port number (0 for a free one), got {raw!r}")
             return int(raw)
+
+        def seconds(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                value = -1.0
+            if value < 0:
+                raise StackError(f"{name} must be a number of seconds (0 for never), got {raw!r}")
+            return value
 
         sources = tuple(s.strip() for s in env.get("KEYHEALTH_EGRESS_SOURCES", "").split(",") if s.strip())
         sources = sources or (env.get("KEYHEALTH_EGRESS_SOURCE", "").strip() or DEFAULT_EGRESS,)
@@ -131,6 +142,7 @@ class LocalConfig:
                 if env.get(name, "").strip()
             },
             log_level=env.get("KEYHEALTH_LOG_LEVEL", "").strip().upper() or "WARNING",
+            canary_seconds=seconds("KEYHEALTH_CANARY_SECONDS", 300.0),
         )
 
     @property
@@ -395,6 +407,50 @@ class AuditLoop:
         deliver_batch(self._sqs, url, arn, messages, self._invoke, region=REGION)
 
 
+#: The event of the EgressCanary schedules (template.yaml), which the worker answers with the canary.
+CANARY_EVENT = {"source": "keyhealth.canary", "scheduled_time": "local"}
+
+
+class CanaryLoop:
+    """The egress canary, as the deployed stack's EgressCanary schedules run it: the worker handler with the
+    canary event, from each egress source (its worker composition), at start and every `seconds` (0: never)."""
+
+    def __init__(self, invoke: Callable[[dict[str, Any]], dict[str, Any]], workers: Sequence[Any], seconds: float):
+        self._invoke = invoke
+        self._workers = list(workers) or [None]
+        self._seconds = seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="egress-canary", daemon=True)
+
+    def start(self) -> CanaryLoop:
+        if self._seconds > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=3)
+
+    def run_once(self) -> None:
+        from keyhealth import wiring
+
+        for worker in self._workers:
+            try:
+                if worker is None:
+                    self._invoke(CANARY_EVENT)
+                else:
+                    with wiring.scoped(worker):
+                        self._invoke(CANARY_EVENT)
+            except Exception:  # the next run tries again, as the schedule would
+                say(f"[canary] the egress canary failed:\n{traceback.format_exc(limit=3)}")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self._seconds)
+
+
 class AlertSink:
     """Reads the alert topic through an SQS subscription and prints each message as the email
     subscribers would read it (the `email` text of the per-protocol message)."""
@@ -499,9 +555,20 @@ def demo_key_dict(key: DemoKey) -> dict[str, Any]:
     }
 
 
-def add_local_routes(api: LocalApi, resources: Resources, sink: AlertSink, keys: list[DemoKey], dynamodb: Any) -> None:
+def add_local_routes(
+    api: LocalApi,
+    resources: Resources,
+    sink: AlertSink,
+    keys: list[DemoKey],
+    dynamodb: Any,
+    outputs: dict[str, Any] | None = None,
+) -> None:
     def health(_params: dict[str, str], _query: dict[str, str], _body: bytes) -> tuple[int, Any]:
         return 200, {"status": "ok", "api": api.url}
+
+    def stack_outputs(_params: dict[str, str], _query: dict[str, str], _body: bytes) -> tuple[int, Any]:
+        """What a deployed stack's CloudFormation outputs say (`keyhealth doctor` reads them here)."""
+        return 200, outputs or {}
 
     def audit(_params: dict[str, str], _query: dict[str, str], body: bytes) -> tuple[int, Any]:
         try:
@@ -527,6 +594,7 @@ def add_local_routes(api: LocalApi, resources: Resources, sink: AlertSink, keys:
         return 200, {"keys": [demo_key_dict(k) for k in keys]}
 
     api.add_local_route("GET", "/_local/health", health)
+    api.add_local_route("GET", "/_local/outputs", stack_outputs)
     api.add_local_route("POST", "/_local/audit", audit)
     api.add_local_route("GET", "/_local/audit/{run_id}", audit_state)
     api.add_local_route("GET", "/_local/alerts", alerts)
@@ -644,15 +712,29 @@ def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop:
             ) from None
         sqs = session.client("sqs")
         sink = AlertSink(sqs, resources.alert_queue_url, resources.topic_arn)
-        add_local_routes(api, resources, sink, keys, session.client("dynamodb"))
+        outputs = {
+            "outputs": {
+                "ApiUrl": f"{api.url}/v1",
+                "EgressIps": config.egress_ips,
+                "AlertTopicArn": resources.topic_arn,
+                "TableName": resources.table,
+                "Region": REGION,
+            },
+            "aws_endpoint_url": moto_url,
+        }
+        add_local_routes(api, resources, sink, keys, session.client("dynamodb"), outputs)
         # Import the handlers now, so the first request does not pay for it.
         api.functions.preload([r.module for r in api.routes] + [DISPATCHER, WORKER])
-        loop = AuditLoop(sqs, resources, lambda event: api.functions.invoke(WORKER, event), egress_workers(config))
+        workers = egress_workers(config)
+        loop = AuditLoop(sqs, resources, lambda event: api.functions.invoke(WORKER, event), workers)
+        canary = CanaryLoop(lambda event: api.functions.invoke(WORKER, event), workers, config.canary_seconds)
         stack.callback(sink.stop)
         stack.callback(loop.stop)
+        stack.callback(canary.stop)
         stack.callback(api.stop)
         sink.start()
         loop.start()
+        canary.start()
         api.start()
         say(start_screen(api.url, moto_url, simulated, config, resources, keys))
         if ready:

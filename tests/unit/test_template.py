@@ -995,3 +995,27 @@ def test_planned_egress_ips_are_refused_at_deploy_when_config_would_refuse_them(
     else:
         with pytest.raises(ConfigError):
             Settings.from_env({"PLANNED_EGRESS_IPS": value})
+
+
+def test_every_sub_and_ref_names_a_parameter_or_resource_of_the_template():
+    """A `${Name}` or Ref to nothing translates fine and fails only at deploy (cfn-lint E1019/E3030)."""
+    import re
+
+    template = cfn(4)
+    known = set(template["Parameters"]) | set(template["Resources"]) | {"AWS::NoValue"}
+
+    def names(node: Any) -> list[str]:
+        if isinstance(node, list):
+            return [n for item in node for n in names(item)]
+        if not isinstance(node, dict):
+            return []
+        found = [n for value in node.values() for n in names(value)]
+        if "Ref" in node and isinstance(node["Ref"], str):
+            found.append(node["Ref"])
+        if "Fn::Sub" in node:
+            text = node["Fn::Sub"] if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"][0]
+            found += [m.split(".")[0] for m in re.findall(r"\$\{([^!}]+)\}", text)]
+        return found
+
+    unknown = {n for n in names(template["Resources"]) if not n.startswith(("AWS::", "__")) and n not in known}
+    assert unknown == set()

@@ -468,3 +468,34 @@ def test_the_local_stack_runs_a_worker_per_egress_source_and_shows_a_key_lacking
             # checked by the worker of the IP the dispatcher named for it today, which reports its own address
             assert got["last_report"]["egress_ip"] == egress_for(binding_id, ("127.0.0.2", "127.0.0.3"), day)
             assert got["status"] == "healthy"
+
+
+def test_the_doctor_passes_every_check_on_the_local_stack_and_names_a_failing_one():
+    """`keyhealth doctor` (GitHub issue 12) against the local stack: the outputs, the API, a confirmed alert
+    subscription (the local alert sink's) and the canary, which the stack runs at start from every source."""
+    with running_stack(KEYHEALTH_EGRESS_SOURCES="127.0.0.2,127.0.0.3") as healthy:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the canary's first run, at start
+            canary = httpx.get(f"{healthy.url}/v1/egress-ips", headers={PRINCIPAL_HEADER: PLATFORM}).json()["canary"]
+            if len(canary) == 2 and all(len(results) == 3 for results in canary.values()):
+                break
+            time.sleep(0.2)
+        checked = healthy.cli("--principal", PLATFORM, "doctor")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        lines = checked.stdout.splitlines()
+        assert [line.split()[:2] for line in lines] == [
+            ["PASS", "outputs"],
+            ["PASS", "api"],
+            ["PASS", "alerts"],
+            ["PASS", "canary"],
+        ]
+        assert "every exchange answers every egress IP (2)" in lines[3]
+        as_json = json.loads(healthy.cli("--principal", PLATFORM, "--json", "doctor").stdout)
+        assert as_json["ok"] is True
+    with running_stack(KEYHEALTH_CANARY_SECONDS="0") as silent:  # the canary never runs
+        checked = silent.cli("--principal", PLATFORM, "doctor")
+        assert checked.returncode == 1
+        failing = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
+        assert [line.split()[1] for line in failing] == ["canary"]
+        assert "no result for binance from 127.0.0.2" in checked.stdout
+        assert "fix: the canary has not run from this IP" in checked.stdout
