@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,6 +19,20 @@ for _name in ("botocore", "boto3", "urllib3"):
 
 def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def conditional(operation: str, call: Callable[..., object], **params: object) -> bool:
+    """`call(**params)`, a conditional write: False when its condition failed, True when it was written; any
+    other failure is a StorageAdapterError naming `operation`."""
+    try:
+        call(**params)
+        return True
+    except ClientError as error:
+        if error_code(error) == "ConditionalCheckFailedException":
+            return False
+        raise StorageAdapterError(operation, error_code(error)) from None
+    except BotoCoreError as error:
+        raise StorageAdapterError(operation, type(error).__name__) from None
 
 
 @contextmanager

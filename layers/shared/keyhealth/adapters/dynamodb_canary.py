@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from keyhealth.adapters.aws_errors import error_code, storage_call
+from keyhealth.adapters.aws_errors import conditional, storage_call
 from keyhealth.adapters.dynamodb_values import n, s
 from keyhealth.canary.ports import CanaryState
-from keyhealth.domain.errors import StorageAdapterError
 from keyhealth.domain.exchange import ExchangeName
 from keyhealth.domain.model import format_time, parse_time
 
@@ -74,15 +71,9 @@ class DynamoCanaryStore:
                 "ConditionExpression": "checked_at = :seen",
                 "ExpressionAttributeValues": {":seen": s(format_time(previous.checked_at) or "")},
             }
-        try:
-            self._client.put_item(TableName=self._table, Item=item, **condition)
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise StorageAdapterError("dynamodb:PutItem(canary)", error_code(error)) from None
-        except BotoCoreError as error:
-            raise StorageAdapterError("dynamodb:PutItem(canary)", type(error).__name__) from None
-        return True
+        return conditional(
+            "dynamodb:PutItem(canary)", self._client.put_item, TableName=self._table, Item=item, **condition
+        )
 
     def all(self) -> list[CanaryState]:
         with storage_call("dynamodb:Query(canary)"):

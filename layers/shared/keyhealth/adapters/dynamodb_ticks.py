@@ -22,9 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from keyhealth.adapters.aws_errors import error_code, storage_call
+from keyhealth.adapters.aws_errors import conditional, storage_call
 from keyhealth.adapters.dynamodb_runs import RUN_TTL_DAYS
 from keyhealth.adapters.dynamodb_values import n, s
 from keyhealth.audit.ports import Tick
@@ -55,16 +53,8 @@ class DynamoTickStore:
         return {"pk": s(PK), "sk": s(sk)}
 
     def _conditional(self, operation: str, call: Any, **params: Any) -> bool:
-        """`call(**params)`: False when its condition failed, StorageAdapterError for anything else."""
-        try:
-            call(TableName=self._table, **params)
-            return True
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise StorageAdapterError(operation, error_code(error)) from None
-        except BotoCoreError as error:
-            raise StorageAdapterError(operation, type(error).__name__) from None
+        """`call(**params)` on this table: False when its condition failed."""
+        return conditional(operation, call, TableName=self._table, **params)
 
     # -------------------------------------------------------------- the tick
     def watermark(self) -> datetime | None:

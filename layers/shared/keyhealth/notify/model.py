@@ -211,43 +211,10 @@ class Unreachable(_BindingAlert):
 
 
 @dataclass(frozen=True)
-class Undecryptable(_BindingAlert):
-    """The binding's stored credentials could not be decrypted (a disabled or deleted KMS key, a changed key
-    policy, a ciphertext copied from another binding): the key was not checked. Ops' to fix, raised once
-    when a check first finds it (not again while it lasts)."""
+class _CheckedBindingAlert(_BindingAlert):
+    """A binding alert that carries the check's findings, when it was made and the binding's status."""
 
-    TYPE: ClassVar[str] = "credentials_unreadable"
-
-    findings: tuple[AlertFinding, ...] = ()
-    checked_at: str | None = None
-    status: str | None = None  # the last known (stored) status, kept while the key cannot be checked
-
-    def to_body(self) -> dict[str, Any]:
-        return {
-            **self._binding_body(self.TYPE),
-            "findings": [f.to_body() for f in self.findings],
-            "checked_at": self.checked_at,
-            "status": self.status,
-        }
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Self:
-        _check_type(body, cls.TYPE)
-        return cls(
-            **cls._fields_of(body),
-            findings=_findings(body),
-            checked_at=_str(body, "checked_at"),
-            status=_str(body, "status"),
-        )
-
-
-@dataclass(frozen=True)
-class PlannedIpMissing(_BindingAlert):
-    """A restricted key's whitelist lacks an egress IP the platform announced (PlannedEgressIps): it works
-    today and breaks for the requests from that IP once the platform uses it. Raised once per binding, when a
-    check first finds it; the finding says which IP to add and by when."""
-
-    TYPE: ClassVar[str] = "planned_ip_missing"
+    TYPE: ClassVar[str]
 
     findings: tuple[AlertFinding, ...] = ()
     checked_at: str | None = None
@@ -270,6 +237,25 @@ class PlannedIpMissing(_BindingAlert):
             checked_at=_str(body, "checked_at"),
             status=_str(body, "status"),
         )
+
+
+@dataclass(frozen=True)
+class Undecryptable(_CheckedBindingAlert):
+    """The binding's stored credentials could not be decrypted (a disabled or deleted KMS key, a changed key
+    policy, a ciphertext copied from another binding): the key was not checked. Ops' to fix, raised once
+    when a check first finds it (not again while it lasts). `status` is the last known (stored) status, kept
+    while the key cannot be checked."""
+
+    TYPE: ClassVar[str] = "credentials_unreadable"
+
+
+@dataclass(frozen=True)
+class PlannedIpMissing(_CheckedBindingAlert):
+    """A restricted key's whitelist lacks an egress IP the platform announced (PlannedEgressIps): it works
+    today and breaks for the requests from that IP once the platform uses it. Raised once per binding, when a
+    check first finds it; the finding says which IP to add and by when."""
+
+    TYPE: ClassVar[str] = "planned_ip_missing"
 
 
 @dataclass(frozen=True)
