@@ -132,4 +132,4 @@ def test_each_api_event_is_served_by_its_function(stack, name):
         case "list-bindings.json":
             assert body == {"items": [existing], "next_cursor": None}
         case "egress-ips.json":
-            assert body == {"egress_ips": ["127.0.0.2"], "planned": []}
+            assert body == {"egress_ips": ["127.0.0.2"], "planned": [], "canary": {}}

@@ -269,7 +269,7 @@ def test_bad_query_parameters_are_400_invalid_request(stack):
 def test_egress_ips_are_the_configured_addresses(stack):
     response = stack.invoke(read_function, api_event("GET", "/egress-ips"))
     assert response.status == 200, response
-    assert response.json == {"egress_ips": ["127.0.0.2"], "planned": []}
+    assert response.json == {"egress_ips": ["127.0.0.2"], "planned": [], "canary": {}}  # the canary has not run
 
 
 def with_settings(stack, **changes) -> None:
@@ -292,6 +292,7 @@ def test_egress_ips_list_every_address_and_the_planned_ones_with_their_day(stack
             {"ip": PLANNED_EGRESS_IP, "effective_at": "2027-01-15"},
             {"ip": "2001:db8::20", "effective_at": "2027-02-01"},
         ],
+        "canary": {},
     }
 
 
