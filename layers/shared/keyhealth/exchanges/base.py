@@ -236,13 +236,12 @@ class ExchangeAdapter(ABC):
         (a WAF or an IP ban on an unsigned call the exchange never refuses otherwise)."""
         self._local.probing = True
         before = self._clock()
-        status: int | None = None
         try:
             server_ms = self._server_time_ms()
         except CheckAborted as stop:
             return Probe(self.spec.name, False, (self._clock() - before) * 1000, code=stop.finding.code.value)
         except Exception as error:  # an answer we cannot read: down, as far as the canary can tell
-            status = getattr(error, "http_status", None)
+            status: int | None = getattr(error, "http_status", None)
             code = FindingCode.EGRESS_BLOCKED if status == 403 else FindingCode.EXCHANGE_UNAVAILABLE
             return Probe(self.spec.name, False, (self._clock() - before) * 1000, code=code.value, http_status=status)
         finally:
