@@ -4,6 +4,8 @@
     keyhealth verify bnd_...      keyhealth rotate bnd_...      keyhealth unbind bnd_...
     keyhealth get bnd_...         keyhealth list [--user-id u-42]   keyhealth egress-ips
     keyhealth audit               (local stack only: run the scheduled audit now and follow it)
+    keyhealth webhook set URL [--events TYPE,TYPE...]    keyhealth webhook show|test|delete|rotate-secret
+    keyhealth events [--after evt_...] [--limit N] [--all]
     keyhealth migrate-credentials --to kms|secretsmanager [--dry-run] [--rate N] [--yes] [--stack NAME]
                                   (in this process, with your AWS credentials: not through the API)
 
@@ -15,7 +17,8 @@ ARN) as X-Keyhealth-Principal.
 Secrets (bind, rotate): from KEYHEALTH_API_SECRET / KEYHEALTH_PASSPHRASE, from --api-secret-file
 PATH (- for stdin; for PEM private keys), or a hidden prompt. --api-secret and --passphrase work
 too but leave the secret in your shell history and the process list. The api key comes from
---api-key, KEYHEALTH_API_KEY or a prompt.
+--api-key, KEYHEALTH_API_KEY or a prompt. A webhook's signing secret is printed once, on one line: by
+`webhook set` when it creates the webhook, and by `webhook rotate-secret`; never by anything else.
 
 Exit codes: 0 healthy or degraded (a usable key), or success for commands without a status;
 1 failing (a 422 on bind or rotate, or a failing report); 2 usage or bad input (400, 404, 409, a
@@ -37,11 +40,31 @@ from typing import Any, NoReturn
 from keyhealth_cli import doctor, migrate
 from keyhealth_cli.api import PRINCIPAL_HEADER, Answer, ApiClient, default_api_url
 from keyhealth_cli.errors import EXIT_OF_STATUS, OK, UNKNOWN, CliError, exit_of_http
-from keyhealth_cli.render import describe_binding, describe_report, error_line, progress, render_summary, table
+from keyhealth_cli.render import (
+    describe_binding,
+    describe_delivery,
+    describe_report,
+    describe_secret,
+    describe_webhook,
+    error_line,
+    events_table,
+    progress,
+    render_summary,
+    table,
+)
 
 EXCHANGES = ("binance", "bitget", "bingx")
 KEY_TYPES = ("hmac", "ed25519", "rsa")
 STATUSES = ("healthy", "degraded", "failing", "unknown")
+#: What `webhook set --events` can name (the server's default: all of them); `ping` is always delivered.
+WEBHOOK_EVENTS = (
+    "binding.status_changed",
+    "binding.trading_permission_expiring",
+    "binding.unreachable",
+    "binding.deleted",
+    "binding.planned_ip_missing",
+)
+NO_WEBHOOK = "no webhook is registered: keyhealth webhook set URL"
 
 
 class Parser(argparse.ArgumentParser):
@@ -239,6 +262,139 @@ def cmd_audit(api: ApiClient, args: argparse.Namespace) -> int:
     return OK
 
 
+# ---- webhooks and the event feed ------------------------------------------------------------------
+# A signing secret (whsec_...) is in two answers only: PUT /webhook's when it created the webhook, and
+# POST /webhook/secret's. It is printed on one line of those commands' output and nowhere else: not in an
+# error line, not in a log (the CLI logs nothing; httpx's request lines, if someone enables them, name the
+# method and URL only, and no request carries a secret).
+
+
+def _webhook_failed(args: argparse.Namespace, answer: Answer) -> int:
+    """An error answer of a webhook or events command: the API's JSON with --json, else one line on stderr
+    (a missing webhook with the command that registers one); the exit code of its HTTP status."""
+    if isinstance(answer.body, dict) and "secret" in answer.body:  # an unexpected status with a secret: not shown
+        answer = Answer(answer.status, {k: v for k, v in answer.body.items() if k != "secret"}, answer.headers)
+    if args.json:
+        print(json.dumps(answer.body, indent=2))
+        return exit_of_http(answer.status)
+    error = answer.body.get("error") if isinstance(answer.body, dict) else None
+    if answer.status == 404 and isinstance(error, dict) and error.get("code") == "webhook_not_found":
+        line = f"{NO_WEBHOOK} (404 webhook_not_found)"
+    else:
+        line = error_line(answer)
+    print(f"keyhealth: error: {line}", file=sys.stderr)
+    if answer.headers.get("Retry-After"):
+        print(f"retry after {answer.headers['Retry-After']} s", file=sys.stderr)
+    return exit_of_http(answer.status)
+
+
+def _event_types(text: str) -> list[str]:
+    events = [e.strip() for e in text.split(",") if e.strip()]
+    if not events:
+        raise CliError("--events: name at least one event type, or leave --events out for all of them")
+    unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+    if unknown:
+        raise CliError(f"--events: unknown event type(s) {', '.join(unknown)} (one of: {', '.join(WEBHOOK_EVENTS)})")
+    return list(dict.fromkeys(events))  # the API refuses a repeated type
+
+
+def cmd_webhook_set(api: ApiClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"url": args.url}
+    if args.events is not None:
+        body["events"] = _event_types(args.events)
+    answer = api.request("PUT", "/webhook", body=body)
+    if answer.status != 200:
+        return _webhook_failed(args, answer)
+    if args.json:
+        print(json.dumps(answer.body, indent=2))  # with "secret" when it created the webhook: for scripts
+        return OK
+    lines = describe_webhook(answer.body)
+    if answer.body.get("secret"):
+        lines += describe_secret(answer.body["secret"])
+    else:
+        lines.append("secret       unchanged: the webhook existed, its signing secret is kept")
+    print("\n".join(lines))
+    return OK
+
+
+def cmd_webhook_show(api: ApiClient, args: argparse.Namespace) -> int:
+    answer = api.request("GET", "/webhook")
+    if answer.status != 200:
+        return _webhook_failed(args, answer)
+    # GET /webhook never carries a secret; drop one all the same, so that a server bug cannot print it here.
+    shown = {k: v for k, v in answer.body.items() if k != "secret"}
+    print(json.dumps(shown, indent=2) if args.json else "\n".join(describe_webhook(shown) + describe_delivery(shown)))
+    return OK
+
+
+def cmd_webhook_test(api: ApiClient, args: argparse.Namespace) -> int:
+    answer = api.request("POST", "/webhook/test")
+    if answer.status != 202:
+        return _webhook_failed(args, answer)
+    if args.json:
+        print(json.dumps(answer.body, indent=2))
+    else:
+        print(
+            f"ping {answer.body['event_id']} is on its way to the webhook "
+            "(its delivery: keyhealth webhook show; the feed: keyhealth events)"
+        )
+    return OK
+
+
+def cmd_webhook_delete(api: ApiClient, args: argparse.Namespace) -> int:
+    answer = api.request("DELETE", "/webhook")
+    if answer.status != 204:
+        return _webhook_failed(args, answer)
+    print(json.dumps({"deleted": "webhook"}) if args.json else "webhook deleted (the event feed keeps its events)")
+    return OK
+
+
+def cmd_webhook_rotate_secret(api: ApiClient, args: argparse.Namespace) -> int:
+    answer = api.request("POST", "/webhook/secret")
+    if answer.status != 200:
+        return _webhook_failed(args, answer)
+    if args.json:
+        print(json.dumps(answer.body, indent=2))
+        return OK
+    expires = answer.body.get("previous_secret_expires_at")
+    lines = [
+        *describe_secret(answer.body["secret"]),
+        f"previous     the old secret keeps signing each delivery, as a second v1= signature, until {expires}:",
+        "             deploy the new one before then",
+    ]
+    print("\n".join(lines))
+    return OK
+
+
+def cmd_events(api: ApiClient, args: argparse.Namespace) -> int:
+    items: list[dict[str, Any]] = []
+    after = args.after
+    while True:
+        answer = api.request("GET", "/events", query={"after": after, "limit": args.limit})
+        if answer.status != 200:
+            return _webhook_failed(args, answer)
+        page = answer.body["items"]
+        items += page
+        has_more = bool(answer.body.get("has_more"))
+        if page:
+            after = page[-1]["id"]
+        if not (args.all and has_more and page):
+            break
+    last = after  # the last item's id, or --after when there were none
+    if args.json:
+        print(json.dumps({"items": items, "has_more": has_more, "last_event_id": last}, indent=2))
+        return OK
+    print(events_table(items) if items else f"no events{f' after {args.after}' if args.after else ''}")
+    if last:  # what a poller resumes from
+        more = (
+            f"more: keyhealth events --after {last}, or --all"
+            if has_more
+            else f"resume: keyhealth events --after {last}"
+        )
+        print(f"last event: {last}  ({more})")
+    return OK
+
+
 # ---- parser ----------------------------------------------------------------------------------------
 
 
@@ -304,7 +460,7 @@ def build_parser() -> Parser:
     listing.add_argument("--limit", type=int, default=50, help="per page, 1-100")
     listing.add_argument("--cursor")
     listing.add_argument("--all", action="store_true", help="follow next_cursor to the end")
-    listing.set_defaults(run=cmd_list)
+    listing.set_defaults(run=cmd_list, limit_max=100)
 
     command("egress-ips", "the addresses users must whitelist").set_defaults(run=cmd_egress_ips)
 
@@ -313,6 +469,33 @@ def build_parser() -> Parser:
     audit.add_argument("--no-follow", action="store_true", help="print the run id and return at once")
     audit.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the run to finish (120)")
     audit.set_defaults(run=cmd_audit)
+
+    webhook = command("webhook", "the caller's webhook: where its binding events are POSTed, signed")
+    actions = webhook.add_subparsers(dest="webhook_command", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+
+    def action(name: str, help_text: str) -> Parser:
+        return actions.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    set_webhook = action("set", "register the webhook, or change its URL or events (its secret is kept)")
+    set_webhook.add_argument("url", metavar="URL", help="https URL the platform receives events on")
+    set_webhook.add_argument(
+        "--events", metavar="TYPE,TYPE...", help=f"comma-separated, of: {', '.join(WEBHOOK_EVENTS)} (default: all)"
+    )
+    set_webhook.set_defaults(run=cmd_webhook_set)
+    for name, help_text, run in (
+        ("show", "the webhook and how its deliveries are going", cmd_webhook_show),
+        ("test", "send it a ping event now", cmd_webhook_test),
+        ("delete", "stop delivering events (the feed keeps them)", cmd_webhook_delete),
+        ("rotate-secret", "a new signing secret; the old one signs too for a grace period", cmd_webhook_rotate_secret),
+    ):
+        action(name, help_text).set_defaults(run=run)
+
+    events = command("events", "the caller's event feed, oldest first (what the webhook is sent)")
+    events.add_argument("--after", metavar="EVENT_ID", help="only events after this one (resume a poll)")
+    events.add_argument("--limit", type=int, help="per page, 1-500 (server default 100)")
+    events.add_argument("--all", action="store_true", help="follow has_more to the end")
+    events.set_defaults(run=cmd_events, limit_max=500)
 
     migrate.add_command(command)
     doctor.add_command(command)
@@ -328,8 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.timeout = getattr(args, "timeout", 30.0)
         if getattr(args, "run_local", None):
             return int(args.run_local(args))  # runs in this process on AWS, not through the API
-        if getattr(args, "limit", 50) is not None and not 1 <= getattr(args, "limit", 50) <= 100:
-            raise CliError("--limit must be between 1 and 100")
+        limit, most = getattr(args, "limit", None), getattr(args, "limit_max", 100)
+        if limit is not None and not 1 <= limit <= most:
+            raise CliError(f"--limit must be between 1 and {most}")
         principal = args.principal or os.environ.get("KEYHEALTH_PRINCIPAL")
         api = ApiClient(
             args.api_url or default_api_url(),

@@ -98,3 +98,72 @@ def progress(done: int, total: int, finished: bool, *, label: str = "audit", ver
     bar = "#" * filled + "-" * (width - filled)
     sys.stderr.write(f"\r{label} [{bar}] {done}/{total} {verb}{' done' if finished else ''}   ")
     sys.stderr.flush()
+
+
+def describe_webhook(webhook: dict[str, Any]) -> list[str]:
+    """A webhook as `webhook set` and `webhook show` print it: where its events go (never its secret)."""
+    return [
+        f"webhook      {webhook.get('url')}",
+        f"events       {', '.join(webhook.get('events') or []) or '-'}",
+        f"created      {webhook.get('created_at')}   updated {webhook.get('updated_at')}",
+    ]
+
+
+def describe_secret(secret: str) -> list[str]:
+    """A new signing secret: the one line that shows it (the only place the CLI prints it), and what it is for."""
+    return [
+        f"secret       {secret}",
+        "             shown once, never again: store it now where your platform verifies deliveries'",
+        "             Keyhealth-Signature headers with it (docs/webhooks.md)",
+    ]
+
+
+def describe_delivery(webhook: dict[str, Any]) -> list[str]:
+    """GET /webhook's delivery health: healthy or failing since when and why, what was given up on, a rotation."""
+    if webhook.get("failing_since"):
+        health = f"FAILING since {webhook['failing_since']}: {webhook.get('last_error') or 'no error recorded'}"
+    elif webhook.get("last_delivered_at"):
+        health = "healthy"
+    else:
+        health = "healthy (nothing delivered yet)"
+    out = [f"delivery     {health}", f"last ok      {webhook.get('last_delivered_at') or 'never'}"]
+    dead = webhook.get("dead_lettered") or 0
+    if dead:
+        last = webhook.get("last_dead_lettered_at")
+        out.append(f"dead-letter  {dead} event(s) given up after the retry window (last {last}): see keyhealth events")
+    else:
+        out.append("dead-letter  none")
+    if webhook.get("previous_secret_expires_at"):
+        out.append(
+            f"rotation     the previous secret also signs (a second v1=) until {webhook['previous_secret_expires_at']}"
+        )
+    return out
+
+
+def event_summary(event: dict[str, Any]) -> str:
+    """One event in a few words, by its type: "healthy -> failing", "7 days left", ..."""
+    kind = event.get("type")
+    codes = ",".join(str(f.get("code")) for f in event.get("findings") or [] if isinstance(f, dict))
+    if kind == "binding.status_changed":
+        change = f"{event.get('previous_status')} -> {event.get('status')}"
+        return f"{change} ({codes})" if codes else change
+    if kind == "binding.trading_permission_expiring":
+        days = event.get("days_left")
+        return f"{days} day{'' if days == 1 else 's'} left (expires {event.get('expires_at')})"
+    if kind == "binding.unreachable":
+        streak = event.get("unknown_streak")
+        return f"unknown {streak} checks in a row" if streak else "the exchange could not be reached"
+    if kind == "binding.deleted":
+        return f"unbound {event.get('deleted_at') or ''}".rstrip()
+    if kind == "binding.planned_ip_missing":
+        return (
+            f"a planned egress IP is not whitelisted ({codes})" if codes else "a planned egress IP is not whitelisted"
+        )
+    if kind == "ping":
+        return "test event (keyhealth webhook test)"
+    return "-"
+
+
+def events_table(events: Sequence[dict[str, Any]]) -> str:
+    rows = [(e.get("id"), e.get("created_at"), e.get("type"), e.get("binding_id"), event_summary(e)) for e in events]
+    return table(("id", "created_at", "type", "binding_id", "summary"), rows)

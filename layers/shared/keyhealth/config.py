@@ -61,6 +61,14 @@ class Settings:
     slack_max_attempts: int = 5
     slack_retry_after_cap: float = 15.0  # seconds: the longest wait honoured on one 429
 
+    # Webhooks and the event feed (docs/webhooks.md): no table means no events (a tool, a test).
+    events_table_name: str = ""  # EventsTable: webhooks, the feed, dedupe markers
+    webhook_queue_url: str = ""  # WebhookQueue: deliveries on their way
+    webhook_dlq_url: str = ""  # WebhookDeadLetterQueue: deliveries given up after the retry window
+    webhook_kms_key_id: str = ""  # WebhookSecretsKey: encrypts the signing secrets
+    #: Local stack only (KEYHEALTH_WEBHOOK_ALLOW_LOOPBACK=1): http:// webhook URLs on loopback are accepted.
+    webhook_allow_loopback_http: bool = False
+
     # Audit: one queue per exchange (AUDIT_QUEUE_URL_<EXCHANGE>; AUDIT_QUEUE_URL serves any
     # exchange without its own), so that one throttled exchange never blocks another's backlog. With
     # several egress IPs, AUDIT_QUEUE_URL_<EXCHANGE> lists one queue per IP, in EGRESS_IPS' order.
@@ -158,6 +166,12 @@ class Settings:
         tick_minutes = int(number("AUDIT_TICK_MINUTES", 5, 1, 60))
         if 1440 % tick_minutes:
             raise ConfigError(f"AUDIT_TICK_MINUTES must divide a day (1440 minutes), got {tick_minutes}")
+        webhook_queue = text("WEBHOOK_QUEUE_URL")
+        if webhook_queue and not text("EVENTS_TABLE_NAME"):
+            raise ConfigError("EVENTS_TABLE_NAME must be set when WEBHOOK_QUEUE_URL is")
+        loopback = text("KEYHEALTH_WEBHOOK_ALLOW_LOOPBACK").lower()
+        if loopback not in ("", "0", "1", "true", "false"):
+            raise ConfigError(f"KEYHEALTH_WEBHOOK_ALLOW_LOOPBACK must be 1 or 0, got {loopback!r}")
         urls = []
         for name, default in DEFAULT_BASE_URLS.items():
             url = text(name) or default
@@ -201,6 +215,11 @@ class Settings:
             slack_max_attempts=int(number("SLACK_MAX_ATTEMPTS", 5, 1, 10)),
             slack_retry_after_cap=number("SLACK_RETRY_AFTER_CAP", 15.0, 0.0, 300.0),
             exchange_urls=tuple(urls),
+            events_table_name=text("EVENTS_TABLE_NAME"),
+            webhook_queue_url=webhook_queue,
+            webhook_dlq_url=text("WEBHOOK_DLQ_URL"),
+            webhook_kms_key_id=text("WEBHOOK_KMS_KEY_ID"),
+            webhook_allow_loopback_http=loopback in ("1", "true"),
         )
 
 

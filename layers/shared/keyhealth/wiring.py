@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from keyhealth.bindings.migration import MigrationDeps
     from keyhealth.bindings.ports import CredentialStore, Services
     from keyhealth.domain.credentials import Secret
+    from keyhealth.webhooks.ports import EventPublisher
+    from keyhealth.webhooks.usecases import FeedPublisher, WebhookDeps
 
 
 def _aws_client(service: str) -> Any:
@@ -74,6 +76,10 @@ class Environment:
     jitter: Callable[[], float] = random.random  # back-off jitter in [0, 1)
     #: the HTTP client of the Slack webhook; None: one built from the settings
     slack_http_client: Any | None = None
+    #: host name -> addresses, for the webhook sender's SSRF checks; None: the system's resolver
+    resolve_host: Callable[[str, int], Sequence[str]] | None = None
+    #: the webhook sender's TLS verification (a test's own CA); None: the system's trust store
+    webhook_tls_verify: Any | None = None
 
     def now(self) -> datetime:
         """The use cases' time: UTC, whole seconds (what is stored and shown)."""
@@ -205,6 +211,65 @@ class Container:
             egress_ips=config.egress_ips_from_here,
             now=self.environment.now,
             recovery_window_days=config.recovery_window_days,
+            events=self.events,
+        )
+
+    # ------------------------------------------------------------------------ webhooks
+    @cached_property
+    def events(self) -> EventPublisher:
+        """The tenants' event feed and webhooks; telling nobody where the stack has no events table."""
+        config = self.settings
+        if not (config.events_table_name and config.webhook_queue_url):
+            from keyhealth.webhooks.ports import NoEvents
+
+            return NoEvents()
+        return self._feed_publisher
+
+    @cached_property
+    def _feed_publisher(self) -> FeedPublisher:
+        from keyhealth.adapters.dynamodb_webhooks import DynamoEventFeed, DynamoWebhookStore
+        from keyhealth.adapters.sqs_webhook_deliveries import SqsDeliveryQueue
+        from keyhealth.webhooks.usecases import FeedPublisher
+
+        config, env = self.settings, self.environment
+        dynamodb = self.aws("dynamodb")
+        return FeedPublisher(
+            DynamoEventFeed(dynamodb, config.events_table_name, clock=env.clock),
+            DynamoWebhookStore(dynamodb, config.events_table_name),
+            SqsDeliveryQueue(self.aws("sqs"), config.webhook_queue_url),
+            now=env.now,
+            clock=env.clock,
+            monotonic=env.monotonic,
+        )
+
+    @cached_property
+    def webhooks(self) -> WebhookDeps:
+        """The webhooks API's and the deliverer's collaborators (the deliverer's HTTP client is built here)."""
+        from keyhealth.adapters.dynamodb_webhooks import DynamoEventFeed, DynamoWebhookStore
+        from keyhealth.adapters.kms_webhook_secrets import KmsSecretCipher
+        from keyhealth.adapters.sqs_dead_letters import SqsDeadLetters
+        from keyhealth.adapters.sqs_webhook_deliveries import SqsDeliveryQueue
+        from keyhealth.adapters.webhook_http import PinnedWebhookSender
+        from keyhealth.webhooks.usecases import WebhookDeps
+
+        config, env = self.settings, self.environment
+        dynamodb = self.aws("dynamodb")
+        sender_options: dict[str, Any] = {"allow_loopback_http": config.webhook_allow_loopback_http}
+        if env.resolve_host is not None:
+            sender_options["resolve"] = env.resolve_host
+        if env.webhook_tls_verify is not None:
+            sender_options["verify"] = env.webhook_tls_verify
+        return WebhookDeps(
+            feed=DynamoEventFeed(dynamodb, config.events_table_name, clock=env.clock),
+            webhooks=DynamoWebhookStore(dynamodb, config.events_table_name),
+            queue=SqsDeliveryQueue(self.aws("sqs"), config.webhook_queue_url),
+            cipher=KmsSecretCipher(self.aws("kms"), config.webhook_kms_key_id, monotonic=env.monotonic),
+            sender=PinnedWebhookSender(**sender_options),
+            publisher=self._feed_publisher,
+            now=env.now,
+            clock=env.clock,
+            jitter=env.jitter,
+            dead_letters=SqsDeadLetters(self.aws("sqs"), config.webhook_dlq_url) if config.webhook_dlq_url else None,
         )
 
     # ------------------------------------------------------------------------- audit

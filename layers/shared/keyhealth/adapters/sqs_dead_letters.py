@@ -1,4 +1,4 @@
-"""Messages Slack did not take, kept in an SQS queue (notify.ports.DeadLetters)."""
+"""Messages that could not be delivered (Slack, webhooks), kept in an SQS queue (notify.ports.DeadLetters)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from keyhealth.adapters.aws_errors import storage_call
 
 
 class SqsDeadLetters:
-    """The queue where messages Slack did not take wait for a person (or a redrive)."""
+    """The queue where messages that were not taken wait for a person (or a redrive)."""
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client

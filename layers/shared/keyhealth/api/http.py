@@ -35,11 +35,13 @@ from keyhealth.domain.errors import (
     KeyUnusable,
     RequestInProgress,
     StorageUnavailable,
+    WebhookNotFound,
 )
 from keyhealth.domain.ids import BINDING_ID
 from keyhealth.domain.model import Report
 from keyhealth.domain.tenancy import UnknownPrincipal, tenant_from_principal
 from keyhealth.observability import entry_point, logger, record_check
+from keyhealth.webhooks.urls import WebhookUrlRefused
 
 
 def json_response(
@@ -227,6 +229,14 @@ def new_resolver() -> APIGatewayRestResolver:
     def _not_found(error: BindingNotFound) -> Response:
         return error_response(404, error.code, "no such binding")
 
+    @app.exception_handler(WebhookNotFound)
+    def _no_webhook(error: WebhookNotFound) -> Response:
+        return error_response(404, error.code, str(error))
+
+    @app.exception_handler(WebhookUrlRefused)
+    def _refused_url(error: WebhookUrlRefused) -> Response:
+        return error_response(400, error.code, str(error), field="url")
+
     @app.exception_handler(AlreadyBound)
     def _already_bound(error: AlreadyBound) -> Response:
         return error_response(409, error.code, str(error), binding_id=error.binding_id)
@@ -292,7 +302,11 @@ _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
         "signature, a method or path the API does not have, a resource policy's deny",
         responses.ForbiddenAnswer,
     ),
-    404: ("`binding_not_found`: no such binding for this caller (another tenant's binding alike)", responses.NotFound),
+    404: (
+        "`binding_not_found`: no such binding for this caller (another tenant's binding alike); "
+        "`webhook_not_found`: the caller has no webhook (PUT /webhook first)",
+        responses.NotFound,
+    ),
     409: (
         "`already_bound` (with the `binding_id` that holds this key), `concurrent_update` (another request "
         "changed the binding meanwhile: read and retry) or `request_in_progress` (the same `Idempotency-Key` "

@@ -12,7 +12,7 @@ document passes `to_command`, and one it refuses breaks a rule `to_command` enfo
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, SecretStr, StringConstraints
 from pydantic.json_schema import JsonSchemaValue
@@ -25,6 +25,7 @@ from keyhealth.domain.exchange import ExchangeSpec
 from keyhealth.domain.model import Scope
 from keyhealth.exchanges import registry
 from keyhealth.exchanges.registry import Exchange
+from keyhealth.webhooks.model import SUBSCRIBABLE
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 
@@ -306,3 +307,33 @@ def rotate_request_schema() -> dict[str, Any]:
         ),
         "anyOf": branches,
     }
+
+
+#: What a webhook can subscribe to (keyhealth.webhooks.model.SUBSCRIBABLE; `ping` is always sent).
+WebhookEventType = Literal[
+    "binding.status_changed",
+    "binding.trading_permission_expiring",
+    "binding.unreachable",
+    "binding.deleted",
+    "binding.planned_ip_missing",
+]
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Out of the repr: a platform may put a token in its URL's query.
+    url: Annotated[
+        str, Field(min_length=8, max_length=2048, repr=False, description="the https:// URL events are POSTed to")
+    ]
+    events: Annotated[
+        list[WebhookEventType] | None,
+        Field(min_length=1, max_length=5, description="the event types to send; omitted: all of them"),
+    ] = None
+
+    def event_types(self) -> tuple[str, ...]:
+        if self.events is None:
+            return SUBSCRIBABLE
+        if len(set(self.events)) != len(self.events):
+            raise InvalidRequest("invalid_request", "events must not repeat a type", "events")
+        return tuple(t for t in SUBSCRIBABLE if t in self.events)

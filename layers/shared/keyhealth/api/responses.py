@@ -108,6 +108,84 @@ class EgressIps(_Out):
     canary: dict[str, dict[str, CanaryOut]] = {}
 
 
+# -------------------------------------------------------------------------------- webhooks
+WebhookEventTypeOut = Literal[
+    "binding.status_changed",
+    "binding.trading_permission_expiring",
+    "binding.unreachable",
+    "binding.deleted",
+    "binding.planned_ip_missing",
+    "ping",
+]
+EventId = Annotated[str, Field(pattern=r"^evt_[0-9A-HJKMNP-TV-Z]{26}$")]
+
+
+class WebhookSet(_Out):
+    """PUT /webhook's answer: `secret` only when the webhook was created (the one time it is shown)."""
+
+    url: str
+    events: list[WebhookEventTypeOut]
+    created_at: Timestamp
+    updated_at: Timestamp
+    secret: str | None = Field(default=None, description="the signing secret (whsec_...): store it now")
+
+
+class WebhookOut(_Out):
+    """GET /webhook: where events go and how delivery has been going; never the secret."""
+
+    url: str
+    events: list[WebhookEventTypeOut]
+    created_at: Timestamp
+    updated_at: Timestamp
+    failing_since: Timestamp | None = None  # the first failed attempt since the last delivery
+    last_error: str | None = None  # the last failed attempt's reason ("http 500", "timeout after 10 s")
+    last_delivered_at: Timestamp | None = None
+    dead_lettered: int = 0  # events given up after 24 hours of retries
+    last_dead_lettered_at: Timestamp | None = None
+    previous_secret_expires_at: Timestamp | None = None  # until then, deliveries carry the old secret's v1= too
+
+
+class WebhookSecret(_Out):
+    secret: str = Field(description="the new signing secret (whsec_...): store it now")
+    previous_secret_expires_at: Timestamp
+
+
+class EventQueued(_Out):
+    event_id: EventId
+
+
+class FindingBrief(_Out):
+    code: str
+    severity: str
+    audience: str
+    message: str
+    remedy: str
+
+
+class EventOut(BaseModel):
+    """One event, as it is POSTed to the webhook. Fields besides these depend on `type` (docs/webhooks.md);
+    new ones may be added, so receivers must ignore fields they do not know."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: EventId
+    type: WebhookEventTypeOut
+    created_at: Timestamp
+    binding_id: BindingId | None = None
+    user_id: str | None = None
+    exchange: str | None = None
+    exchange_name: str | None = None
+    api_key_masked: str | None = None
+    previous_status: Status | None = None
+    status: Status | None = None
+    findings: list[FindingBrief] | None = None
+
+
+class EventList(_Out):
+    items: list[EventOut]
+    has_more: bool  # another page follows: ask again with `after` = the last item's id
+
+
 # ---------------------------------------------------------------------------------- errors
 # `{"error": {"code", "message", ...}}`; 422 key_failing and 503 exchange_unavailable add the
 # check's `report`. One body model per (status, shape); `error_body` picks it.
@@ -128,6 +206,7 @@ BadRequestCode = Literal[
     "exchange_mismatch",
     "invalid_cursor",
     "invalid_idempotency_key",
+    "invalid_webhook_url",
 ]
 
 
@@ -183,7 +262,7 @@ class ForbiddenAnswer(RootModel[Forbidden | GatewayDenied]):
 
 
 class NotFoundError(_Out):
-    code: Literal["binding_not_found"]
+    code: Literal["binding_not_found", "webhook_not_found"]
     message: str
 
 

@@ -52,6 +52,7 @@ from keyhealth.domain.findings import credentials_unreadable_report, make_findin
 from keyhealth.domain.model import FindingCode, Report
 from keyhealth.domain.ratelimits import RatePlan
 from keyhealth.notify import model as alerts
+from keyhealth.webhooks import model as webhook_events
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -476,6 +477,15 @@ def _record(
 
 
 # ------------------------------------------------------------------------------ finalize
+def tell_tenant(services: Services, run_id: str, held: HeldAlert) -> None:
+    """The tenant's event for a held alert, whether ops get the alert or the incident that folds it: the
+    platform tells each of its users. Keyed by run, binding and kind, so a finaliser that takes over a run
+    publishes each event again under its first id (and the receiver dedupes the delivery)."""
+    draft = webhook_events.draft_from_alert(held.alert.body)
+    if draft is not None:
+        services.events.publish(draft, dedupe_key=f"{run_id}:{held.binding_id}:{held.kind}")
+
+
 def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunState) -> dict[str, Any] | None:
     """Publish the run's alerts (folding correlated ones into incidents) and its summary, then
     store the summary: its summary, or None when another finaliser had stored it already.
@@ -494,6 +504,7 @@ def finalize_run(run_id: str, runs: RunStore, services: Services, state: RunStat
             newly_failing.append(held)
         for alert in release([held], incidents):
             services.alerts.publish(alert.alert)
+        tell_tenant(services, run_id, held)
     names = {name: checker.spec.display_name for name, checker in services.checkers.items()}
     for item in incidents:
         services.alerts.publish(alerts.incident({**item.to_dict(), "exchange_name": names.get(item.exchange)}))
@@ -630,6 +641,7 @@ def finalize_tick(run_id: str, deps: AuditDeps, rolling: RollingDeps, state: Run
             newly_failing.append(held)
         if held.kind == "trading_permission_expiring" or not changes.explains(held.exchange, held.code):
             services.alerts.publish(held.alert)
+        tell_tenant(services, run_id, held)
     summary = summarise(run_id, own, newly_failing, raised, state.started_at, now)
     summary["newly_failing_count"] = sum(v for k, v in own.items() if k.startswith("newly_failing."))
     if state.dispatch_failed is not None:

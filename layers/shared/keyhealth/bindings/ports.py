@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -15,6 +15,7 @@ from keyhealth.bindings.model import Binding, ListQuery, Page
 from keyhealth.domain.credentials import Credentials
 from keyhealth.domain.exchange import ExchangeChecker, ExchangeName
 from keyhealth.notify.ports import AlertPublisher
+from keyhealth.webhooks.ports import EventPublisher, NoEvents
 
 #: The tags bind puts on every secret it creates (`<secret_prefix><binding_id>`): which tenant's binding
 #: the secret backs. The orphan sweeper reads them (never the value) to find that binding.
@@ -104,3 +105,5 @@ class Services:
     egress_ips: tuple[str, ...]
     now: Callable[[], datetime]
     recovery_window_days: int = 7
+    #: the tenants' event feed and webhooks (keyhealth.webhooks): what the platform itself is told
+    events: EventPublisher = field(default_factory=NoEvents)

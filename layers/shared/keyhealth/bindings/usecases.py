@@ -34,23 +34,16 @@ from keyhealth.domain.errors import (
     KeyUnusable,
     StorageAdapterError,
     StorageUnavailable,
+    storage_step,
 )
 from keyhealth.domain.exchange import CheckResult
 from keyhealth.domain.findings import credentials_unreadable_report, make_finding
 from keyhealth.domain.ids import new_binding_id
 from keyhealth.domain.model import FindingCode, Report, Scope, Status
 from keyhealth.notify import model as alerts
+from keyhealth.webhooks import model as webhook_events
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def _step(step: str) -> Iterator[None]:
-    """One storage step of a use case: an adapter failure becomes `StorageUnavailable(step)`."""
-    try:
-        yield
-    except StorageAdapterError as error:
-        raise StorageUnavailable(step) from error
 
 
 def _checked(
@@ -73,7 +66,7 @@ def _checked(
 
 def bind_key(command: BindCommand, tenant: str, services: Services) -> Outcome:
     key_hash = api_key_hash(command.exchange, command.credentials.api_key)
-    with _step("metadata_read"):
+    with storage_step("metadata_read"):
         existing = services.bindings.find_by_api_key(tenant, command.exchange, key_hash)
     if existing:
         raise AlreadyBound(existing)
@@ -81,7 +74,7 @@ def bind_key(command: BindCommand, tenant: str, services: Services) -> Outcome:
     result = _checked(services, command.exchange, command, command.scopes)
     now = services.now()
     binding_id = new_binding_id(now.timestamp())
-    with _step("secret_create"):
+    with storage_step("secret_create"):
         secret_id = services.secrets.create(
             f"{services.secret_prefix}{binding_id}",
             command.credentials,
@@ -146,7 +139,7 @@ def _forget_secret(services: Services, secret_id: str, binding_id: str) -> None:
 
 
 def load_binding(tenant: str, binding_id: str, services: Services) -> Binding:
-    with _step("metadata_read"):
+    with storage_step("metadata_read"):
         binding = services.bindings.get(tenant, binding_id)
     if binding is None:
         raise BindingNotFound(f"no binding {binding_id}")
@@ -159,13 +152,27 @@ def _record(services: Services, binding: Binding, updated: Binding, report: Repo
     decrypted alert ops once, when a check first finds them (the status does not change for them)."""
     exchange_name = services.checkers[binding.exchange].spec.display_name
     if updated.status is not binding.status:
-        with _step("alert_publish"):
-            services.alerts.publish(alerts.status_changed(updated, binding.status, report, exchange_name=exchange_name))
+        changed = alerts.status_changed(updated, binding.status, report, exchange_name=exchange_name)
+        with storage_step("alert_publish"):
+            services.alerts.publish(changed)
+        _tell_tenant(services, changed)
     if report.credentials_unreadable and not binding.credentials_unreadable:
-        with _step("alert_publish"):
+        with storage_step("alert_publish"):
             services.alerts.publish(alerts.credentials_unreadable(updated, report, exchange_name=exchange_name))
-    with _step("metadata_write"):
+    planned = FindingCode.PLANNED_IP_MISSING.value
+    if planned in report.codes and not (binding.last_report and planned in binding.last_report.codes):
+        # Ops hear of it from the audit (one alert per binding); the platform is told as soon as a check finds it.
+        _tell_tenant(services, alerts.planned_ip_missing(updated, report, exchange_name=exchange_name))
+    with storage_step("metadata_write"):
         return services.bindings.save(updated, previous=binding)
+
+
+def _tell_tenant(services: Services, alert: alerts.Alert) -> None:
+    """The tenant's event for a binding alert (its feed, its webhook): before the write, like the alert."""
+    draft = webhook_events.draft_from_alert(alert.body)
+    if draft is not None:
+        with storage_step("event_publish"):
+            services.events.publish(draft)
 
 
 def verify_binding(tenant: str, binding_id: str, services: Services) -> Outcome:
@@ -195,7 +202,7 @@ def rotate_credentials(tenant: str, binding_id: str, command: RotateCommand, ser
     binding = load_binding(tenant, binding_id, services)
     new_hash = api_key_hash(binding.exchange, command.credentials.api_key)
     if new_hash != binding.api_key_hash:
-        with _step("metadata_read"):
+        with storage_step("metadata_read"):
             other = services.bindings.find_by_api_key(tenant, binding.exchange, new_hash)
         if other and other != binding.binding_id:
             raise AlreadyBound(other)
@@ -261,11 +268,10 @@ def unbind(tenant: str, binding_id: str, services: Services) -> None:
     """
     for attempt in range(1, UNBIND_ATTEMPTS + 1):
         binding = load_binding(tenant, binding_id, services)
-        with _step("secret_delete"):
+        with storage_step("secret_delete"):
             services.secrets.schedule_deletion(binding.secret_id, recovery_days=services.recovery_window_days)
         try:
             services.bindings.delete(binding)
-            return
         except ConcurrentUpdate:
             if _gone(services, binding):
                 raise BindingNotFound(f"no binding {binding_id}") from None  # unbound meanwhile
@@ -275,6 +281,26 @@ def unbind(tenant: str, binding_id: str, services: Services) -> None:
         except StorageAdapterError as error:
             _restore(services, binding)
             raise StorageUnavailable("metadata_delete") from error
+        else:
+            _tell_deleted(services, binding)
+            return
+
+
+def _tell_deleted(services: Services, binding: Binding) -> None:
+    """After the delete: a `binding.deleted` for a binding that stays would be worse than none. An unbind is
+    not undone because its event could not be stored; the line names the binding for ops to tell by hand."""
+    draft = webhook_events.binding_deleted(
+        tenant=binding.tenant,
+        binding_id=binding.binding_id,
+        user_id=binding.user_id,
+        exchange=binding.exchange,
+        api_key_masked=binding.api_key_masked,
+        deleted_at=services.now(),
+    )
+    try:
+        services.events.publish(draft, dedupe_key=f"deleted:{binding.binding_id}")
+    except StorageAdapterError:
+        logger.error("binding.deleted event not published", extra={"binding_id": binding.binding_id})
 
 
 def _restore(services: Services, binding: Binding) -> None:
@@ -310,5 +336,5 @@ def _secret_step(services: Services, binding: Binding, step: str) -> Iterator[No
 
 
 def list_bindings(tenant: str, query: ListQuery, services: Services) -> Page:
-    with _step("metadata_read"):
+    with storage_step("metadata_read"):
         return services.bindings.list(tenant, query)

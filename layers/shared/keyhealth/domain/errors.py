@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from keyhealth.domain.exchange import CheckResult
 
 
@@ -70,6 +73,15 @@ class StorageUnavailable(KeyhealthError):
         self.step = step
 
 
+@contextmanager
+def storage_step(step: str) -> Iterator[None]:
+    """One storage step of a use case: an adapter failure becomes `StorageUnavailable(step)`."""
+    try:
+        yield
+    except StorageAdapterError as error:
+        raise StorageUnavailable(step) from error
+
+
 class StorageAdapterError(Exception):
     """Raised by a storage adapter (keyhealth.adapters) when a call fails (throttling, outage,
     permissions); use cases turn it into `StorageUnavailable` or a retry.
@@ -110,3 +122,9 @@ class CredentialsConflict(StorageAdapterError):
     """The credential store's versions are not what the call expects: a concurrent rotation moved
     them (the pending version is another one, the current one is not the one being demoted), or
     they kept changing between our read and our write. Nothing was written by this call."""
+
+
+class WebhookNotFound(KeyhealthError):
+    """The tenant has no webhook (GET, DELETE, rotate the secret or test one first set with PUT /webhook)."""
+
+    code = "webhook_not_found"

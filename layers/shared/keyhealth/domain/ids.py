@@ -1,4 +1,5 @@
-"""Binding ids: `bnd_` + a ULID, so that ids sort by creation time (newest-first lists)."""
+"""Ids that sort by creation time: bindings (`bnd_`, newest-first lists) and events (`evt_`, the feed's order),
+each a prefix and a ULID."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ _last = (-1, 0)  # (millis, value) of the last id made in this process
 
 
 def new_binding_id(now: float | None = None) -> str:
+    return "bnd_" + new_ulid(now)
+
+
+def new_ulid(now: float | None = None) -> str:
+    """26 Crockford base-32 characters: 48 bits of milliseconds, 80 random (monotonic within a millisecond)."""
     global _last
     millis = int((time.time() if now is None else now) * 1000)
     with _lock:
@@ -29,7 +35,7 @@ def new_binding_id(now: float | None = None) -> str:
     for _ in range(26):
         value, digit = divmod(value, 32)
         chars.append(_CROCKFORD[digit])
-    return "bnd_" + "".join(reversed(chars))
+    return "".join(reversed(chars))
 
 
 def is_binding_id(text: str) -> bool:

@@ -1,0 +1,1 @@
+"""Webhooks and the event feed: what a tenant's platform is told about its bindings (docs/webhooks.md)."""
