@@ -1,5 +1,6 @@
 """`make demo`: with `make run` going, binds every demo key through the local API, runs an audit and
-prints what keyhealth found, with the remedies and the alerts it raised.
+prints what keyhealth found, with the remedies and the alerts it raised. A webhook receiver on loopback is
+registered first (PUT /webhook) and each event delivered to it is printed with its signature checked.
 
 Healthy and degraded keys are bound (201); failing keys are tried and refused (422 with their
 report: nothing is stored). A key bound by an earlier `make demo` answers 409 and is kept.
@@ -17,6 +18,7 @@ from typing import Any
 from keyhealth_cli.api import ApiClient, default_api_url
 from keyhealth_cli.errors import UNKNOWN, CliError
 from keyhealth_cli.render import error_line, render_summary, table
+from local.webhook_receiver import Delivery, DemoReceiver, start_receiver
 
 DEMO_PRINCIPAL = "arn:aws:iam::111111111111:user/demo-platform"
 
@@ -75,8 +77,43 @@ def run_audit(api: ApiClient, wait: float = 120.0) -> dict[str, Any] | None:
     return None
 
 
+def show_delivery(delivery: Delivery) -> None:
+    event = delivery.event
+    what = event.get("binding_id") or event.get("message", "")
+    check = "signature verified" if delivery.verified else "SIGNATURE INVALID"
+    again = " (a redelivery: same id)" if delivery.duplicate else ""
+    print(f"  [webhook] {event.get('type')} {event.get('id')} {what}: {check}{again}")
+
+
+def register_webhook(api: ApiClient, receiver: DemoReceiver, url: str) -> None:
+    """The demo's receiver as this tenant's webhook; an earlier demo's is replaced and its secret rotated (the
+    secret is shown only when created or rotated)."""
+    answer = api.request("PUT", "/webhook", body={"url": url})
+    if answer.status != 200:
+        raise CliError(f"the webhook was not set: {error_line(answer)}", UNKNOWN)
+    secret = answer.body.get("secret")
+    if secret is None:
+        rotated = api.request("POST", "/webhook/secret")
+        if rotated.status != 200:
+            raise CliError(f"the webhook secret was not rotated: {error_line(rotated)}", UNKNOWN)
+        secret = rotated.body["secret"]
+    receiver.secret = secret
+
+
+def wait_for(receiver: DemoReceiver, event_id: str, wait: float = 15.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with receiver.lock:
+            if any(d.event.get("id") == event_id for d in receiver.deliveries):
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def main() -> int:
     api = ApiClient(default_api_url(), local=True, principal=DEMO_PRINCIPAL)
+    receiver = DemoReceiver(on_delivery=show_delivery)
+    server = start_receiver(receiver)
     try:
         health = api.request("GET", "/_local/health")
         if health.status != 200:
@@ -84,6 +121,8 @@ def main() -> int:
         alerts_from = api.request("GET", "/_local/alerts").body["next"]
         keys = api.request("GET", "/_local/demo-keys").body["keys"]
         print(f"keyhealth demo against {api.base_url} as {DEMO_PRINCIPAL}: {len(keys)} demo keys\n")
+        register_webhook(api, receiver, f"{server.url}/keyhealth-events")
+        print(f"0. A webhook receiver at {server.url}/keyhealth-events (PUT /webhook): deliveries show as [webhook]\n")
 
         results = [bind(api, key) for key in keys]
         rows = [
@@ -150,6 +189,18 @@ def main() -> int:
         for alert in alerts:
             print(f"  [{alert['attributes'].get('severity', '?')}] {alert['subject']}")
 
+        ping = api.request("POST", "/webhook/test")
+        delivered = ping.status == 202 and wait_for(receiver, ping.body["event_id"])
+        with receiver.lock:
+            got, unverified = len(receiver.deliveries), sum(not d.verified for d in receiver.deliveries)
+        print(f"\n6. Webhook deliveries: {got}, {got - unverified} with a valid signature (GET /events lists them)")
+        if not delivered:
+            print("the ping (POST /webhook/test) did not arrive in time", file=sys.stderr)
+            return UNKNOWN
+        if unverified:
+            print(f"{unverified} delivery(ies) had an invalid signature", file=sys.stderr)
+            return 1
+
         wrong = [r for r in results if not as_promised(r)]
         errors = [r["error"] for r in results if r.get("error")]
         for error in errors:
@@ -163,7 +214,9 @@ def main() -> int:
         print(f"keyhealth demo: {error}", file=sys.stderr)
         return error.code
     finally:
+        api.request("DELETE", "/webhook")  # the receiver goes with this process: stop sending to it
         api.close()
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ DEFAULT_EGRESS = "127.0.0.2"
 # declares them, otherwise with these names and the defaults below (and the start screen says so).
 FALLBACK_VISIBILITY_SECONDS = "60"
 DISPATCHER, WORKER = "functions.audit_dispatcher.app", "functions.audit_worker.app"
+DELIVERER = "functions.webhook_deliverer.app"
 BATCH_SIZE = 10  # Lambda's default batch size for SQS
 
 log = logging.getLogger("keyhealth.local")
@@ -220,6 +221,11 @@ class Resources:
     queue_arns: dict[str, tuple[str, ...]]
     alert_queue_url: str
     notes: list[str]
+    events_table: str = ""
+    webhook_queue_url: str = ""
+    webhook_queue_arn: str = ""
+    webhook_dlq_url: str = ""
+    webhook_key_arn: str = ""
 
 
 def provision(session: Any, egress_count: int = 1) -> Resources:
@@ -264,6 +270,12 @@ def provision(session: Any, egress_count: int = 1) -> Resources:
             f"VisibilityTimeout {FALLBACK_VISIBILITY_SECONDS} s and no dead-letter queue"
         ]
 
+    events_table = f"{NAME_PREFIX}events"
+    create_table(dynamodb, "EventsTable", events_table)
+    webhook_queue = create_queue(sqs, "WebhookQueue", name_of=name_of, queues=arns)
+    webhook_dlq = sqs.get_queue_url(QueueName=name_of("WebhookDeadLetterQueue"))["QueueUrl"]
+    webhook_key = create_key(kms, "WebhookSecretsKey")
+
     alert_queue = sqs.create_queue(QueueName=f"{NAME_PREFIX}alert-sink")["QueueUrl"]
     alert_arn = sqs.get_queue_attributes(QueueUrl=alert_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=alert_arn)
@@ -280,6 +292,11 @@ def provision(session: Any, egress_count: int = 1) -> Resources:
         },
         alert_queue_url=alert_queue,
         notes=notes,
+        events_table=events_table,
+        webhook_queue_url=webhook_queue,
+        webhook_queue_arn=arns["WebhookQueue"],
+        webhook_dlq_url=webhook_dlq,
+        webhook_key_arn=webhook_key,
     )
 
 
@@ -337,6 +354,13 @@ def keyhealth_environment(config: LocalConfig, resources: Resources, base_urls: 
         "KEYHEALTH_EGRESS_SOURCE": config.egress_source,
         **{f"AUDIT_QUEUE_URL_{exchange.upper()}": ",".join(urls) for exchange, urls in resources.queue_urls.items()},
         **base_urls,
+        "EVENTS_TABLE_NAME": resources.events_table,
+        "WEBHOOK_QUEUE_URL": resources.webhook_queue_url,
+        "WEBHOOK_DLQ_URL": resources.webhook_dlq_url,
+        "WEBHOOK_KMS_KEY_ID": resources.webhook_key_arn,
+        # Local only: webhook receivers on this machine (http://127.0.0.1:...) are accepted; a deployed stack
+        # takes public https URLs only (docs/webhooks.md).
+        "KEYHEALTH_WEBHOOK_ALLOW_LOOPBACK": "1",
         "POWERTOOLS_SERVICE_NAME": "keyhealth",
         "POWERTOOLS_METRICS_NAMESPACE": "keyhealth",
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -390,21 +414,48 @@ class AuditLoop:
 
     def _poll_queue(self, exchange: str, index: int) -> None:
         url, arn = self._resources.queue_urls[exchange][index], self._resources.queue_arns[exchange][index]
-        while not self._stop.is_set():
-            try:
-                messages = self._sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=BATCH_SIZE, WaitTimeSeconds=1, AttributeNames=["All"]
-                ).get("Messages", [])
-                if messages:
-                    self._deliver(url, arn, messages)
-            except Exception:  # keep polling: Lambda's event source does not stop on one failure
-                if self._stop.is_set():
-                    return
-                say(f"[audit] the {exchange} worker invocation failed:\n{traceback.format_exc(limit=3)}")
-                self._stop.wait(1)
+        poll_queue(self._sqs, url, arn, self._invoke, self._stop, f"[audit] the {exchange} worker")
 
-    def _deliver(self, url: str, arn: str, messages: list[dict[str, Any]]) -> None:
-        deliver_batch(self._sqs, url, arn, messages, self._invoke, region=REGION)
+
+def poll_queue(
+    sqs: Any, url: str, arn: str, invoke: Callable[[dict[str, Any]], dict[str, Any]], stop: threading.Event, who: str
+) -> None:
+    """Lambda's SQS event source for one queue, until `stop`: long-poll, invoke with the batch, delete what the
+    function did not name in batchItemFailures."""
+    while not stop.is_set():
+        try:
+            messages = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=BATCH_SIZE, WaitTimeSeconds=1, AttributeNames=["All"]
+            ).get("Messages", [])
+            if messages:
+                deliver_batch(sqs, url, arn, messages, invoke, region=REGION)
+        except Exception:  # keep polling: Lambda's event source does not stop on one failure
+            if stop.is_set():
+                return
+            say(f"{who} invocation failed:\n{traceback.format_exc(limit=3)}")
+            stop.wait(1)
+
+
+class WebhookLoop:
+    """The webhook deliverer on its queue, as the deployed WebhookQueue event source runs it: a platform's
+    local receiver gets each event within a second or two; a failed delivery comes back after its back-off."""
+
+    def __init__(self, sqs: Any, resources: Resources, invoke: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=poll_queue,
+            args=(sqs, resources.webhook_queue_url, resources.webhook_queue_arn, invoke, self._stop, "[webhooks]"),
+            name="webhook-deliverer",
+            daemon=True,
+        )
+
+    def start(self) -> WebhookLoop:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3)
 
 
 #: The event of the EgressCanary schedules (template.yaml), which the worker answers with the canary.
@@ -724,15 +775,18 @@ def serve(config: LocalConfig, ready: Callable[[str], None] | None = None, stop:
         }
         add_local_routes(api, resources, sink, keys, session.client("dynamodb"), outputs)
         # Import the handlers now, so the first request does not pay for it.
-        api.functions.preload([r.module for r in api.routes] + [DISPATCHER, WORKER])
+        api.functions.preload([r.module for r in api.routes] + [DISPATCHER, WORKER, DELIVERER])
         workers = egress_workers(config)
         loop = AuditLoop(sqs, resources, lambda event: api.functions.invoke(WORKER, event), workers)
         canary = CanaryLoop(lambda event: api.functions.invoke(WORKER, event), workers, config.canary_seconds)
+        webhooks = WebhookLoop(sqs, resources, lambda event: api.functions.invoke(DELIVERER, event))
         stack.callback(sink.stop)
+        stack.callback(webhooks.stop)
         stack.callback(loop.stop)
         stack.callback(canary.stop)
         stack.callback(api.stop)
         sink.start()
+        webhooks.start()
         loop.start()
         canary.start()
         api.start()

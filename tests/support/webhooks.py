@@ -5,8 +5,6 @@ waiting for it."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 from collections.abc import Callable
@@ -15,9 +13,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from local.sqs_event_source import deliver_batch
+from local.webhook_receiver import signature_valid
 from simulators.base import ThreadedHttpServer
 from tests.support.clock import SkippableClock
 from tests.support.events import LambdaContext
+
+__all__ = ["CLOSE", "Deliveries", "Received", "Receiver", "signature_valid", "start_receiver"]
 
 #: What the receiver does with one request: an HTTP status to answer, or CLOSE (drop the connection unanswered).
 CLOSE = 0
@@ -38,16 +39,6 @@ class Received:
         return self.headers["keyhealth-event-id"]
 
 
-def signature_valid(secret: str, header: str, body: bytes, *, now: float, tolerance: float = 300) -> bool:
-    """A platform's check (docs/webhooks.md): any v1 matching HMAC-SHA256(secret, "<t>.<body>"), t recent."""
-    fields = [part.split("=", 1) for part in header.split(",") if "=" in part]
-    stamps = [value for name, value in fields if name == "t"]
-    if len(stamps) != 1 or not stamps[0].isdigit() or abs(now - int(stamps[0])) > tolerance:
-        return False
-    expected = hmac.new(secret.encode(), stamps[0].encode() + b"." + body, hashlib.sha256).hexdigest()
-    return any(hmac.compare_digest(expected, value) for name, value in fields if name == "v1")
-
-
 @dataclass
 class Receiver:
     """The platform's endpoint: records every request; answers each with the next of `script` (then `default`)."""
@@ -56,6 +47,7 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     script: list[int] = field(default_factory=list)
     default: int = 200
+    redirect_to: str = ""  # the Location of a 3xx answer
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -74,7 +66,7 @@ def start_receiver() -> Receiver:
     holder: dict[str, Receiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             receiver = holder["receiver"]
@@ -86,6 +78,8 @@ def start_receiver() -> Receiver:
                 self.connection.close()
                 return
             self.send_response(answer)
+            if 300 <= answer < 400 and receiver.redirect_to:
+                self.send_header("Location", receiver.redirect_to)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")

@@ -38,7 +38,9 @@ class Hooks:
     clock: SkippableClock
 
     def call(self, method: str, path: str, *, body=None, query=None, principal: str = PLATFORM_A) -> Response:
-        return self.stack.invoke(webhooks_function, api_event(method, path, body=body, query=query, principal=principal))
+        return self.stack.invoke(
+            webhooks_function, api_event(method, path, body=body, query=query, principal=principal)
+        )
 
     def register(self, url: str | None = None, *, events=None, principal: str = PLATFORM_A) -> str:
         """PUT /webhook; the new signing secret."""

@@ -128,7 +128,9 @@ def test_a_receiver_failing_three_times_gets_the_event_again_with_the_same_id_th
 
     assert [r.event_id for r in receiver.requests] == [event_id] * 4
     assert all(r.body == receiver.requests[0].body for r in receiver.requests)
-    assert signature_valid(secret, receiver.requests[-1].headers["keyhealth-signature"], receiver.requests[-1].body, now=hooks.clock())
+    assert signature_valid(
+        secret, receiver.requests[-1].headers["keyhealth-signature"], receiver.requests[-1].body, now=hooks.clock()
+    )
     # Back-off with jitter 0.5: three-quarters of 30 s, doubling.
     assert hooks.deliveries.backoffs == [22, 45, 90]
     assert hooks.deliveries.waiting() == 0
@@ -275,7 +277,12 @@ def test_a_webhook_shows_no_secret_keeps_it_on_update_and_filters_event_types(ho
 
 
 def test_webhook_routes_without_a_webhook_answer_404_and_bad_bodies_400(hooks):
-    for method, path in (("GET", "/webhook"), ("DELETE", "/webhook"), ("POST", "/webhook/secret"), ("POST", "/webhook/test")):
+    for method, path in (
+        ("GET", "/webhook"),
+        ("DELETE", "/webhook"),
+        ("POST", "/webhook/secret"),
+        ("POST", "/webhook/test"),
+    ):
         answer = hooks.call(method, path)
         assert (answer.status, answer.json["error"]["code"]) == (404, "webhook_not_found"), (method, path)
     for body in (

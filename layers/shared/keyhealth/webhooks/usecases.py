@@ -109,9 +109,7 @@ class WebhookDeps:
     concurrency: int = 10  # deliveries in flight per deliverer batch
 
 
-def set_webhook(
-    tenant: str, url: str, events: tuple[str, ...], deps: WebhookDeps
-) -> tuple[Webhook, Secret | None]:
+def set_webhook(tenant: str, url: str, events: tuple[str, ...], deps: WebhookDeps) -> tuple[Webhook, Secret | None]:
     """Create the tenant's webhook (its new signing secret returned, the only time it is shown) or change
     where an existing one's events go (None: its secret is kept). The URL is vetted first (SSRF)."""
     deps.sender.vet(url)  # WebhookUrlRefused: a 400, nothing stored
