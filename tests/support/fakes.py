@@ -610,3 +610,167 @@ class FakeCanaryStore(Faults):
     def all(self) -> list[CanaryState]:
         self._call("all")
         return list(self.states.values())
+
+
+# ------------------------------------------------------------------------------ webhooks (keyhealth.webhooks.ports)
+class FakeEventFeed(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: dict[tuple[str, str], Any] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+
+    def append(self, event: Any, *, dedupe_key: str | None = None) -> Any:
+        self._call("append")
+        if dedupe_key is not None and (event.tenant, dedupe_key) in self.keys:
+            return self.events[(event.tenant, self.keys[(event.tenant, dedupe_key)])]
+        self.events[(event.tenant, event.id)] = event
+        if dedupe_key is not None:
+            self.keys[(event.tenant, dedupe_key)] = event.id
+        return event
+
+    def get(self, tenant: str, event_id: str) -> Any:
+        self._call("get")
+        return self.events.get((tenant, event_id))
+
+    def page(self, tenant: str, *, after: str | None, limit: int) -> tuple[list[Any], bool]:
+        self._call("page")
+        ids = sorted(i for t, i in self.events if t == tenant and (after is None or i > after))
+        return [self.events[(tenant, i)] for i in ids[:limit]], len(ids) > limit
+
+
+class FakeWebhookStore(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.webhooks: dict[str, Any] = {}
+
+    def get(self, tenant: str) -> Any:
+        self._call("get")
+        return self.webhooks.get(tenant)
+
+    def create(self, webhook: Any) -> bool:
+        self._call("create")
+        if webhook.tenant in self.webhooks:
+            return False
+        self.webhooks[webhook.tenant] = webhook
+        return True
+
+    def update_target(self, tenant: str, *, url: str, events: tuple[str, ...], updated_at: datetime) -> Any:
+        self._call("update_target")
+        if tenant not in self.webhooks:
+            return None
+        self.webhooks[tenant] = replace(self.webhooks[tenant], url=url, events=events, updated_at=updated_at)
+        return self.webhooks[tenant]
+
+    def rotate_secret(
+        self, tenant: str, *, secret_ciphertext: bytes, replaces: bytes, previous_expires_at: datetime, at: datetime
+    ) -> bool:
+        self._call("rotate_secret")
+        current = self.webhooks.get(tenant)
+        if current is None or current.secret_ciphertext != replaces:
+            return False
+        self.webhooks[tenant] = replace(
+            current,
+            secret_ciphertext=secret_ciphertext,
+            previous_secret_ciphertext=replaces,
+            previous_secret_expires_at=previous_expires_at,
+            updated_at=at,
+        )
+        return True
+
+    def delete(self, tenant: str) -> bool:
+        self._call("delete")
+        return self.webhooks.pop(tenant, None) is not None
+
+    def _health(self, tenant: str, **changes: Any) -> None:
+        if tenant in self.webhooks:
+            self.webhooks[tenant] = replace(self.webhooks[tenant], **changes)
+
+    def record_delivered(self, tenant: str, at: datetime) -> None:
+        self._call("record_delivered")
+        self._health(tenant, last_delivered_at=at, failing_since=None, last_error=None)
+
+    def record_failure(self, tenant: str, at: datetime, error: str) -> None:
+        self._call("record_failure")
+        if tenant in self.webhooks:
+            self._health(tenant, failing_since=self.webhooks[tenant].failing_since or at, last_error=error)
+
+    def record_dead_letter(self, tenant: str, at: datetime, error: str) -> None:
+        self._call("record_dead_letter")
+        if tenant in self.webhooks:
+            current = self.webhooks[tenant]
+            self._health(
+                tenant,
+                failing_since=current.failing_since or at,
+                last_error=error,
+                dead_lettered=current.dead_lettered + 1,
+                last_dead_lettered_at=at,
+            )
+
+
+class FakeDeliveryQueue(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[Any] = []
+        self.postponed: list[tuple[str, int]] = []
+
+    def enqueue(self, delivery: Any) -> None:
+        self._call("enqueue")
+        self.queued.append(delivery)
+
+    def postpone(self, receipt_handle: str, seconds: int) -> None:
+        self._call("postpone")
+        self.postponed.append((receipt_handle, seconds))
+
+
+class FakeSecretCipher(Faults):
+    """'Encrypts' by tagging with the tenant: a ciphertext decrypts for its own tenant only."""
+
+    def encrypt(self, tenant: str, secret: Any) -> bytes:
+        self._call("encrypt")
+        return f"{tenant}|{secret.reveal()}".encode()
+
+    def decrypt(self, tenant: str, ciphertext: bytes) -> Any:
+        from keyhealth.domain.credentials import Secret
+
+        self._call("decrypt")
+        owner, _, value = ciphertext.decode().partition("|")
+        if owner != tenant:
+            raise StorageAdapterError("fake:decrypt", "InvalidCiphertextException")
+        return Secret(value)
+
+
+class FakeWebhookSender(Faults):
+    """Answers each post with the next of `answers` (a status code, or a SendOutcome), then 200."""
+
+    def __init__(self, *answers: Any) -> None:
+        super().__init__()
+        self.answers = list(answers)
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
+        self.refuse: set[str] = set()
+
+    def vet(self, url: str) -> None:
+        from keyhealth.webhooks.urls import WebhookUrlRefused
+
+        self._call("vet")
+        if url in self.refuse:
+            raise WebhookUrlRefused("refused by the test")
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Any:
+        from keyhealth.webhooks.ports import SendOutcome
+
+        self._call("post")
+        self.posts.append((url, body, dict(headers)))
+        answer = self.answers.pop(0) if self.answers else 200
+        if isinstance(answer, SendOutcome):
+            return answer
+        return SendOutcome(answer, None if 200 <= answer < 300 else f"http {answer}")
+
+
+class FakeDeadLetters(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.letters: list[tuple[dict[str, Any], str, str]] = []
+
+    def send(self, letter: dict[str, Any], *, reason: str, message_type: str) -> None:
+        self._call("send")
+        self.letters.append((letter, reason, message_type))
