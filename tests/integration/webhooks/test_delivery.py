@@ -59,7 +59,9 @@ def test_a_receiver_that_checks_signatures_gets_each_event_type_once(hooks, audi
         audit.run(run)
     # The platform announces an egress IP the Bitget key lacks -> binding.planned_ip_missing on the next check.
     use_settings(planned_egress_ips=(PlannedEgressIp(PLANNED_IP, date(2027, 1, 15)),))
-    assert stack.invoke(verify_function, verify_event(planned["binding_id"])).status == 200
+    hooks.clock.skip(5)  # past Bitget's per-account second, which the last audit's check used
+    checked = stack.invoke(verify_function, verify_event(planned["binding_id"])).json["report"]
+    assert sorted(f["code"] for f in checked["findings"]) == ["planned_ip_missing", "withdraw_enabled"]
     assert stack.invoke(unbind_function, delete_event(to_fail["binding_id"])).status == 204
     assert hooks.call("POST", "/webhook/test").status == 202
 
@@ -149,7 +151,8 @@ def test_a_receiver_that_never_answers_ends_in_the_dead_letter_queue_after_a_day
 
     rounds = hooks.deliveries.drain()
 
-    assert RETRY_WINDOW.total_seconds() <= hooks.deliveries.skipped < RETRY_WINDOW.total_seconds() + 60
+    # A day of back-off (less the real seconds the test took: the shared clock is real time plus what is skipped).
+    assert RETRY_WINDOW.total_seconds() - 30 <= hooks.deliveries.skipped <= RETRY_WINDOW.total_seconds()
     assert len(receiver.requests) == rounds
     assert {r.event_id for r in receiver.requests} == {event_id}
     [letter] = hooks.deliveries.dead_letters()
@@ -159,7 +162,7 @@ def test_a_receiver_that_never_answers_ends_in_the_dead_letter_queue_after_a_day
     assert letter["attributes"] == {"reason": "retry_window_over", "type": "ping"}
     webhook = hooks.call("GET", "/webhook").json
     assert webhook["failing_since"] == started.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert webhook["last_error"] == "connection failed"
+    assert webhook["last_error"] == "connection closed without a valid http answer"
     assert webhook["dead_lettered"] == 1
     assert webhook["last_dead_lettered_at"] is not None
     # Delivery works again: the next event goes out and the webhook is healthy again.
@@ -215,7 +218,8 @@ def test_the_feed_replays_in_order_and_pages_by_the_last_id(hooks):
     assert hooks.call("GET", "/events", query={"after": ids[6]}).json == {"items": [], "has_more": False}
     # Replay: the feed's payload is byte for byte what the webhook got.
     hooks.deliveries.drain()
-    assert [json.loads(r.body) for r in hooks.receiver.requests] == first["items"] + second["items"] + last["items"]
+    delivered = sorted((json.loads(r.body) for r in hooks.receiver.requests), key=lambda e: e["id"])
+    assert delivered == first["items"] + second["items"] + last["items"]  # a batch goes out in parallel
     bad = hooks.call("GET", "/events", query={"after": "not-an-event-id"})
     assert (bad.status, bad.json["error"]["code"]) == (400, "invalid_request")
 
