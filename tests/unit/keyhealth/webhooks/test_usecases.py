@@ -15,8 +15,8 @@ from keyhealth.webhooks.usecases import (
     FeedPublisher,
     ReceivedDelivery,
     WebhookDeps,
-    deliver_batch,
     delete_webhook,
+    deliver_batch,
     rotate_secret,
     send_test,
     set_webhook,
@@ -48,9 +48,7 @@ class World:
 
     def received(self, *, attempt: int = 1) -> list[ReceivedDelivery]:
         """What the queue would hand over: every queued delivery, received for the `attempt`-th time."""
-        return [
-            ReceivedDelivery(f"m{i}", f"r{i}", d.to_message(), attempt) for i, d in enumerate(self.queue.queued)
-        ]
+        return [ReceivedDelivery(f"m{i}", f"r{i}", d.to_message(), attempt) for i, d in enumerate(self.queue.queued)]
 
 
 @pytest.fixture
@@ -82,7 +80,11 @@ def test_creating_a_webhook_returns_its_secret_once_and_an_update_keeps_it(world
     assert webhook.secret_ciphertext == f"{TENANT}|{secret.reveal()}".encode()
     updated, again = set_webhook(TENANT, URL + "/v2", (model.DELETED,), world.deps)
     assert again is None
-    assert (updated.url, updated.events, updated.secret_ciphertext) == (URL + "/v2", (model.DELETED,), webhook.secret_ciphertext)
+    assert (updated.url, updated.events, updated.secret_ciphertext) == (
+        URL + "/v2",
+        (model.DELETED,),
+        webhook.secret_ciphertext,
+    )
 
 
 def test_a_refused_url_stores_nothing(world):
