@@ -3,7 +3,7 @@
 An SQS event source with partial batch responses: a delivery that failed is left on the queue with its
 visibility set to its back-off (its next attempt), a delivery AWS kept from being attempted comes back after
 the queue's visibility timeout; the others are deleted. After 24 hours of retries a delivery is
-dead-lettered (WebhookDeadLetterAlarm) and the tenant's webhook shows it. Runs outside the VPC: it calls the
+dead-lettered (WebhookDeadLettersAlarm) and the tenant's webhook shows it. Runs outside the VPC: it calls the
 platforms, not the exchanges.
 """
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from keyhealth.adapters.kms_credentials import KmsCredentialStore
+from keyhealth.adapters.kms_webhook_secrets import PURPOSE
 from keyhealth.config import CREDENTIAL_STORES
 from scripts.checkov_scan import render
 from scripts.sam_translate import TEMPLATE, translate
@@ -49,6 +50,15 @@ THIS_STACKS_CONTEXT = f"{STACK_CONTEXT_KEY}=AWS::StackName"
 def via(*services: str) -> str:
     return "kms:ViaService=" + ",".join(f"{s}.${{AWS::Region}}.amazonaws.com" for s in services)
 
+
+# The three statements of every role whose function records binding events (keyhealth.webhooks.FeedPublisher):
+# the event and its dedupe marker into EventsTable, the tenant's webhook read from it, the delivery queued.
+PUBLISHES_TENANT_EVENTS = {
+    "PublishTenantEvents": (("dynamodb:GetItem", "dynamodb:PutItem"), ("EventsTable.Arn",), None),
+    "QueueTenantEvents": (("sqs:SendMessage",), ("WebhookQueue.Arn",), None),
+    "KeyThroughSqsForTenantEvents": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("sqs")),
+}
+WEBHOOK_SIGNING = "kms:EncryptionContext:keyhealth:purpose=webhook-signing"
 
 # role -> Sid -> (actions, resources, condition). Resources and conditions as `show` writes them.
 EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]]] = {
@@ -85,6 +95,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
             None,
         ),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+        **PUBLISHES_TENANT_EVENTS,
     },
     "VerifyRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("VerifyLogGroup.Arn",), None),
@@ -97,6 +108,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         "CredentialsTable": (("dynamodb:GetItem",), (CREDENTIALS_TABLE,), None),
         "CredentialsKey": (("kms:Decrypt",), (CREDENTIALS_KEY,), THIS_STACKS_CONTEXT),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+        **PUBLISHES_TENANT_EVENTS,
     },
     "UnbindRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("UnbindLogGroup.Arn",), None),
@@ -109,6 +121,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         "KeyThroughDynamoDb": (("kms:Decrypt",), (KEY,), via("dynamodb")),
         "Bindings": (("dynamodb:DeleteItem", "dynamodb:GetItem"), (TABLE,), None),
         "CredentialsTable": (("dynamodb:GetItem", "dynamodb:UpdateItem"), (CREDENTIALS_TABLE,), None),  # no key
+        **PUBLISHES_TENANT_EVENTS,
     },
     "ReadRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("ReadLogGroup.Arn",), None),
@@ -132,6 +145,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         ),
         "AuditTasks": (("sqs:SendMessage",), QUEUES, None),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+        **PUBLISHES_TENANT_EVENTS,
     },
     "AuditWorkerRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("AuditWorkerLogGroup.Arn",), None),
@@ -170,6 +184,7 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
             None,
         ),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
+        **PUBLISHES_TENANT_EVENTS,
     },
     "SlackNotifierRole": {
         "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("SlackNotifierLogGroup.Arn",), None),
@@ -192,6 +207,37 @@ EXPECTED_POLICIES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], s
         ),
         "Alerts": (("sns:Publish",), ("AlertTopic",), None),
     },
+    "WebhooksRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("WebhooksLogGroup.Arn",), None),
+        "Tracing": TRACING,
+        "KeyThroughDynamoDbAndSqs": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sqs")),
+        "WebhooksAndEvents": (
+            ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+            ("EventsTable.Arn",),
+            None,
+        ),
+        # Encrypt only: the routes create signing secrets and never read one back.
+        "EncryptSigningSecrets": (("kms:Encrypt",), ("WebhookSecretsKey.Arn",), WEBHOOK_SIGNING),
+        "QueueDeliveries": (("sqs:SendMessage",), ("WebhookQueue.Arn",), None),
+    },
+    "WebhookDelivererRole": {
+        "Logs": (("logs:CreateLogStream", "logs:PutLogEvents"), ("WebhookDelivererLogGroup.Arn",), None),
+        "Tracing": TRACING,
+        "KeyThroughDynamoDbAndSqs": (("kms:Decrypt", "kms:GenerateDataKey"), (KEY,), via("dynamodb", "sqs")),
+        "WebhooksAndEvents": (("dynamodb:GetItem", "dynamodb:UpdateItem"), ("EventsTable.Arn",), None),
+        "DecryptSigningSecrets": (("kms:Decrypt",), ("WebhookSecretsKey.Arn",), WEBHOOK_SIGNING),
+        "Deliveries": (
+            (
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+            ),
+            ("WebhookQueue.Arn",),
+            None,
+        ),
+        "DeadLetters": (("sqs:SendMessage",), ("WebhookDeadLetterQueue.Arn",), None),
+    },
 }
 
 FUNCTIONS = {
@@ -203,6 +249,8 @@ FUNCTIONS = {
     "AuditWorkerFunction": "AuditWorkerRole",
     "SlackNotifierFunction": "SlackNotifierRole",
     "OrphanSweeperFunction": "OrphanSweeperRole",
+    "WebhooksFunction": "WebhooksRole",
+    "WebhookDelivererFunction": "WebhookDelivererRole",
 }
 # The functions that call exchanges: their requests must leave from the NAT gateways' Elastic IPs.
 IN_VPC = {"BindFunction", "VerifyFunction", "AuditWorkerFunction"}
@@ -371,6 +419,10 @@ def test_every_kms_permission_is_conditioned_on_the_service_or_this_stacks_encry
             if not any(a.startswith("kms:") for a in actions):
                 continue
             assert all(a.startswith("kms:") for a in actions), (role, sid)
+            if resources_ == ("WebhookSecretsKey.Arn",):
+                # A 32-byte signing secret is encrypted by KMS itself (no data key to manage), for its purpose only.
+                assert condition == WEBHOOK_SIGNING, (role, sid)
+                continue
             assert "kms:Encrypt" not in actions, (role, sid)  # envelope encryption: data keys, never Encrypt
             if resources_ == (CREDENTIALS_KEY,):
                 assert condition == THIS_STACKS_CONTEXT, (role, sid)
@@ -500,6 +552,7 @@ def test_dynamodb_gateway_endpoint_admits_only_this_stacks_tables():
         "${BindingsTable.Arn}/index/*",
         "IdempotencyTable.Arn",
         CREDENTIALS_TABLE,
+        "EventsTable.Arn",
     ]
 
 
@@ -570,7 +623,7 @@ def test_the_credentials_key_rotates_and_refuses_any_encryption_context_but_this
 
 
 def test_tables_queues_topic_and_logs_are_encrypted_with_the_stack_key():
-    for name in ("BindingsTable", "IdempotencyTable", "CredentialsTable"):
+    for name in ("BindingsTable", "IdempotencyTable", "CredentialsTable", "EventsTable"):
         assert props(name)["SSESpecification"] == {
             "SSEEnabled": True,
             "SSEType": "KMS",
@@ -602,7 +655,7 @@ def test_topic_accepts_alarms_of_this_account_and_https_only():
 
 # ------------------------------------------------------------------------------------------------ data
 def test_tables_have_point_in_time_recovery_and_deletion_protection():
-    for name in ("BindingsTable", "IdempotencyTable", "CredentialsTable"):
+    for name in ("BindingsTable", "IdempotencyTable", "CredentialsTable", "EventsTable"):
         assert props(name)["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert props(name)["DeletionProtectionEnabled"] is True
     for name in ("BindingsTable", "CredentialsTable"):
@@ -693,6 +746,12 @@ def test_every_method_requires_aws_iam_and_invokes_without_caller_credentials():
         ("PUT", "/bindings/{binding_id}/credentials"),
         ("POST", "/bindings/{binding_id}/verify"),
         ("GET", "/egress-ips"),
+        ("PUT", "/webhook"),
+        ("GET", "/webhook"),
+        ("DELETE", "/webhook"),
+        ("POST", "/webhook/secret"),
+        ("POST", "/webhook/test"),
+        ("GET", "/events"),
     }
     for key, spec in methods.items():
         assert spec["security"] == [{"AWS_IAM": []}], key
@@ -855,6 +914,7 @@ def test_alarms_notify_the_alert_topic():
         "FunctionsThrottledAlarm",
         "AuditDeadLettersAlarm",
         "SlackDeadLettersAlarm",
+        "WebhookDeadLettersAlarm",
         "AuditNotFinishedAlarm",
         "ExchangeCircuitOpenAlarm",
     }
@@ -899,6 +959,58 @@ def test_every_function_and_the_api_stage_trace_with_x_ray():
     assert stage["TracingEnabled"] is True
 
 
+# ------------------------------------------------------------------------------------------------ webhooks
+def test_webhook_deliveries_retry_by_visibility_and_end_in_their_dead_letter_queue():
+    queue = props("WebhookQueue")
+    deliverer = props("WebhookDelivererFunction")
+    # AWS advises a source queue's visibility of at least 6 x the function's timeout.
+    assert queue["VisibilityTimeout"] >= 6 * deliverer["Timeout"]
+    assert queue["MessageRetentionPeriod"] > 24 * 3600  # the deliverer's 24-hour retry window fits in it
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 20  # a net above a day's attempts, not the retry policy
+    [source] = [
+        e["Properties"]
+        for e in resources("AWS::Lambda::EventSourceMapping").values()
+        if e["Properties"]["FunctionName"] == {"Ref": "WebhookDelivererFunction"}
+    ]
+    assert source["EventSourceArn"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # one failed delivery, not the batch
+    assert int(deliverer["ReservedConcurrentExecutions"]) >= source["ScalingConfig"]["MaximumConcurrency"]
+    alarm = props("WebhookDeadLettersAlarm")
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}}
+    ]
+
+
+def test_webhook_functions_run_outside_the_vpc_and_only_the_deliverer_reads_signing_secrets():
+    for name in ("WebhooksFunction", "WebhookDelivererFunction"):
+        assert "VpcConfig" not in props(name), name  # platforms' URLs, not exchanges: no whitelisted IP needed
+    assert uses("WebhookSecretsKey.Arn") == {"WebhooksRole": ("kms:Encrypt",), "WebhookDelivererRole": ("kms:Decrypt",)}
+
+
+def test_the_webhook_key_rotates_and_serves_the_signing_purpose_only():
+    key = props("WebhookSecretsKey")
+    assert key["EnableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+    purpose = "kms:EncryptionContext:keyhealth:purpose"
+    assert statements["DenyOtherPurposes"]["Condition"] == {"StringNotEquals": {purpose: PURPOSE}}
+    assert statements["DenyMissingPurpose"]["Condition"] == {"Null": {purpose: "true"}}
+    for sid in ("DenyOtherPurposes", "DenyMissingPurpose"):
+        assert (statements[sid]["Effect"], statements[sid]["Principal"]) == ("Deny", "*"), sid
+    assert WEBHOOK_SIGNING == f"{purpose}={PURPOSE}"  # the roles' condition names what the adapter sends
+
+
+def test_the_events_table_expires_events_and_is_protected():
+    table = props("EventsTable")
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["DeletionProtectionEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    for name in FUNCTIONS:
+        variables = props(name)["Environment"]["Variables"]
+        assert variables["EVENTS_TABLE_NAME"] == {"Ref": "EventsTable"}, name
+        assert variables["WEBHOOK_QUEUE_URL"] == {"Ref": "WebhookQueue"}, name
+
+
 # ------------------------------------------------------------------------------------------------ concurrency
 API_FUNCTIONS = ("BindFunction", "VerifyFunction", "UnbindFunction", "ReadFunction")
 
@@ -937,7 +1049,11 @@ def test_reserved_concurrency_is_off_with_zero():
 
 def test_the_worker_reservation_covers_every_queue_at_its_maximum_concurrency():
     """Below the event sources' total MaximumConcurrency, the pollers would be throttled (tasks count receives)."""
-    events = [e for e in resources("AWS::Lambda::EventSourceMapping").values() if "ScalingConfig" in e["Properties"]]
+    events = [
+        e
+        for e in resources("AWS::Lambda::EventSourceMapping").values()
+        if e["Properties"]["FunctionName"] == {"Ref": "AuditWorkerFunction"}
+    ]
     assert len(events) == 3
     for event in events:
         assert event["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "AuditMaxConcurrency"}}
@@ -967,6 +1083,9 @@ def test_outputs():
         "AuditDeadLetterQueueUrl",
         "DashboardUrl",
         "SlackDeadLetterQueueUrl",
+        "EventsTableName",
+        "WebhookQueueUrl",
+        "WebhookDeadLetterQueueUrl",
     }
     assert cfn()["Outputs"]["CredentialsTableName"]["Value"] == {"Ref": "CredentialsTable"}
     assert cfn()["Outputs"]["CredentialsKeyArn"]["Value"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}
