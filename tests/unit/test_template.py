@@ -997,7 +997,7 @@ def test_the_webhook_key_rotates_and_serves_the_signing_purpose_only():
     assert statements["DenyMissingPurpose"]["Condition"] == {"Null": {purpose: "true"}}
     for sid in ("DenyOtherPurposes", "DenyMissingPurpose"):
         assert (statements[sid]["Effect"], statements[sid]["Principal"]) == ("Deny", "*"), sid
-    assert WEBHOOK_SIGNING == f"{purpose}={PURPOSE}"  # the roles' condition names what the adapter sends
+    assert f"{purpose}={PURPOSE}" == WEBHOOK_SIGNING  # the roles' condition names what the adapter sends
 
 
 def test_the_events_table_expires_events_and_is_protected():
